@@ -1,0 +1,117 @@
+package certsvc
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"sync"
+
+	"github.com/warden-sec/warden/services/internal/mirror"
+	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/store"
+)
+
+// View is the read model of the cert namespace that every wardend replica keeps, whatever services it
+// hosts: the trust bundle (for verifying client certificates), the revoked serials (refused at once by
+// the interceptors) and the node registry (read by the secret, policy and mesh services through Nodes,
+// never through the keys).
+type View struct {
+	m   *mirror.Mirror
+	log *slog.Logger
+
+	mu      sync.Mutex
+	poolRev int64
+	pool    *x509.CertPool
+	bundle  []byte
+}
+
+// Node is a registry entry as other services see it.
+type Node struct {
+	ID        string
+	Role      string
+	Zone      string
+	Addresses []string
+}
+
+// NewView mirrors the cert namespace st.
+func NewView(st *store.Store, log *slog.Logger) *View {
+	return &View{m: mirror.New(st, "", log), log: log}
+}
+
+// Run follows etcd until ctx is done.
+func (v *View) Run(ctx context.Context) error { return v.m.Run(ctx) }
+
+// Mirror exposes the underlying mirror (the CertService builds snapshots from it).
+func (v *View) Mirror() *mirror.Mirror { return v.m }
+
+// WaitReady blocks until the first state is loaded.
+func (v *View) WaitReady(ctx context.Context) error { return v.m.WaitReady(ctx) }
+
+// IsRevoked implements authn.RevocationChecker.
+func (v *View) IsRevoked(serial string) bool {
+	_, ok := v.m.Get(keyRevoked(serial))
+	return ok
+}
+
+// TrustPool returns the pool of trusted roots, rebuilt only when the CA state changes.
+func (v *View) TrustPool() (*x509.CertPool, []byte) {
+	kv, ok := v.m.Get(keyCAState)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !ok {
+		return x509.NewCertPool(), nil
+	}
+	if kv.ModRevision == v.poolRev && v.pool != nil {
+		return v.pool, v.bundle
+	}
+	st, err := decode[caState](kv)
+	if err != nil {
+		v.log.Error("CA state unreadable; keeping the previous trust pool", "err", err)
+		if v.pool == nil {
+			return x509.NewCertPool(), nil
+		}
+		return v.pool, v.bundle
+	}
+	bundle := st.trustBundle()
+	pool := x509.NewCertPool()
+	if certs, err := pki.ParseCertsPEM(bundle); err == nil {
+		for _, c := range certs {
+			pool.AddCert(c)
+		}
+	}
+	v.pool, v.bundle, v.poolRev = pool, bundle, kv.ModRevision
+	return pool, bundle
+}
+
+// Node returns one registry entry.
+func (v *View) Node(id string) (Node, bool) {
+	kv, ok := v.m.Get(keyNode(id))
+	if !ok {
+		return Node{}, false
+	}
+	rec, err := decode[nodeRecord](kv)
+	if err != nil {
+		return Node{}, false
+	}
+	return Node{ID: rec.ID, Role: rec.Role, Zone: rec.Zone, Addresses: rec.Addresses}, true
+}
+
+// Nodes lists the registry, optionally of one role ("" for all), sorted by id.
+func (v *View) Nodes(role string) []Node {
+	var out []Node
+	for _, kv := range v.m.List(prefNodes) {
+		rec, err := decode[nodeRecord](kv)
+		if err != nil || (role != "" && rec.Role != role) {
+			continue
+		}
+		out = append(out, Node{ID: rec.ID, Role: rec.Role, Zone: rec.Zone, Addresses: rec.Addresses})
+	}
+	return out
+}
+
+// NodesVersion is the revision of the last change to the registry (for snapshot versions of other
+// services that depend on it).
+func (v *View) NodesVersion() int64 { return v.m.Version(prefNodes) }
+
+// NodeVersion is the revision of the last change to one node's entry.
+func (v *View) NodeVersion(id string) int64 { return v.m.Version(keyNode(id)) }

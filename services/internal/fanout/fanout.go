@@ -1,0 +1,222 @@
+// Package fanout delivers per-node snapshots to stream subscribers. One Hub per stream kind recomputes
+// the snapshots once per (debounced) change from in-memory state and hands each subscriber only the
+// newest one: a slow agent's mailbox holds one snapshot, so it never blocks the others and never
+// queues stale state.
+package fanout
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// BuildFunc computes the snapshot of one key (a node id) and its version. An error ends the
+// subscriber's stream with that error (e.g. the node was decommissioned).
+type BuildFunc[T any] func(key string) (T, int64, error)
+
+// Hub fans snapshots of type T out to subscribers.
+type Hub[T any] struct {
+	build    BuildFunc[T]
+	quiet    time.Duration
+	maxDelay time.Duration
+
+	mu    sync.Mutex
+	subs  map[*Sub[T]]struct{}
+	dirty chan struct{}
+}
+
+// Options tune coalescing: a burst of changes is recomputed once, after Quiet without further change or
+// at most MaxDelay after the first one.
+type Options struct {
+	Quiet    time.Duration // default 10ms
+	MaxDelay time.Duration // default 100ms
+}
+
+// New returns a hub that builds snapshots with build.
+func New[T any](build BuildFunc[T], opts Options) *Hub[T] {
+	if opts.Quiet == 0 {
+		opts.Quiet = 10 * time.Millisecond
+	}
+	if opts.MaxDelay == 0 {
+		opts.MaxDelay = 100 * time.Millisecond
+	}
+	return &Hub[T]{build: build, quiet: opts.Quiet, maxDelay: opts.MaxDelay, subs: map[*Sub[T]]struct{}{}, dirty: make(chan struct{}, 1)}
+}
+
+// Sub is one subscriber's mailbox.
+type Sub[T any] struct {
+	Key  string
+	hub  *Hub[T]
+	wake chan struct{}
+
+	mu      sync.Mutex
+	snap    T
+	version int64 // of snap
+	sent    int64 // version last handed out by Next
+	err     error
+}
+
+// Subscribe registers key. lastVersion is what the subscriber already holds: a snapshot with that
+// version is not delivered again.
+func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
+	s := &Sub[T]{Key: key, hub: h, wake: make(chan struct{}, 1), sent: lastVersion}
+	s.offer(h.build(key))
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Close unregisters the subscriber.
+func (s *Sub[T]) Close() {
+	s.hub.mu.Lock()
+	delete(s.hub.subs, s)
+	s.hub.mu.Unlock()
+}
+
+func (s *Sub[T]) offer(snap T, version int64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.err = err
+	} else if version > s.version {
+		s.snap, s.version = snap, version
+	} else {
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Next blocks until a snapshot newer than the last one handed out exists and returns it. When
+// heartbeat is non-zero and nothing new arrives for that long, it returns the current snapshot with
+// isHeartbeat set, so idle streams carry traffic and dead ones are noticed.
+func (s *Sub[T]) Next(ctx context.Context, heartbeat time.Duration) (snap T, version int64, isHeartbeat bool, err error) {
+	var tick <-chan time.Time
+	if heartbeat > 0 {
+		t := time.NewTimer(heartbeat)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		s.mu.Lock()
+		if s.err != nil {
+			err = s.err
+			s.mu.Unlock()
+			return snap, 0, false, err
+		}
+		if s.version > s.sent {
+			s.sent = s.version
+			snap, version = s.snap, s.version
+			s.mu.Unlock()
+			return snap, version, false, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.wake:
+		case <-tick:
+			s.mu.Lock()
+			snap, version = s.snap, s.version
+			s.mu.Unlock()
+			if version == 0 {
+				continue
+			}
+			return snap, version, true, nil
+		case <-ctx.Done():
+			return snap, 0, false, ctx.Err()
+		}
+	}
+}
+
+// Notify marks the hub dirty; Run recomputes after the coalescing delay.
+func (h *Hub[T]) Notify() {
+	select {
+	case h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Follow calls Notify every time changed() fires, until ctx is done. changed returns a channel that
+// is closed at the next change (mirror.Mirror.Changed).
+func (h *Hub[T]) Follow(ctx context.Context, changed func() <-chan struct{}) {
+	for {
+		ch := changed()
+		select {
+		case <-ch:
+			h.Notify()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Run recomputes every subscriber's snapshot after each coalesced burst of Notify calls.
+func (h *Hub[T]) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.dirty:
+		}
+		h.coalesce(ctx)
+		h.Recompute()
+	}
+}
+
+func (h *Hub[T]) coalesce(ctx context.Context) {
+	deadline := time.NewTimer(h.maxDelay)
+	defer deadline.Stop()
+	quiet := time.NewTimer(h.quiet)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-h.dirty:
+			quiet.Reset(h.quiet)
+		case <-quiet.C:
+			return
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Recompute builds every subscriber's snapshot now, once per distinct key, spread over the CPUs.
+func (h *Hub[T]) Recompute() {
+	h.mu.Lock()
+	byKey := make(map[string][]*Sub[T], len(h.subs))
+	for s := range h.subs {
+		byKey[s.Key] = append(byKey[s.Key], s)
+	}
+	h.mu.Unlock()
+	keys := make(chan string, len(byKey))
+	for k := range byKey {
+		keys <- k
+	}
+	close(keys)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(byKey)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range keys {
+				snap, v, err := h.build(k)
+				for _, s := range byKey[k] {
+					s.offer(snap, v, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Subscribers counts the open subscriptions.
+func (h *Hub[T]) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

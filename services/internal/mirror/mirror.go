@@ -1,0 +1,203 @@
+// Package mirror keeps an in-memory copy of one etcd prefix, fed by a single watch. Services read their
+// state from it and build every agent's snapshot from memory, so a replica keeps a few watches in total,
+// not one per agent.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/warden-sec/warden/services/internal/store"
+)
+
+// Mirror is a read-only copy of the keys under a prefix of a Store.
+type Mirror struct {
+	st     *store.Store
+	prefix string
+	log    *slog.Logger
+
+	mu sync.RWMutex
+	// entries holds live keys and tombstones of deleted ones; keys is its sorted key set, for prefix
+	// range scans. A tombstone keeps the delete's revision so that a snapshot version moves forward when
+	// one of its inputs disappears.
+	entries    map[string]entry
+	keys       []string
+	tombstones int
+	// floor is the revision of the last full reload or tombstone purge: no version is older.
+	floor   int64
+	rev     int64
+	ready   chan struct{}
+	once    sync.Once
+	changed chan struct{} // closed and replaced after every applied batch
+}
+
+type entry struct {
+	kv      store.KV
+	deleted bool
+}
+
+// maxTombstones bounds memory held for deleted keys; past it they are purged and floor rises.
+const maxTombstones = 10000
+
+// New returns a mirror of prefix (relative to st's namespace). Call Run to fill it.
+func New(st *store.Store, prefix string, log *slog.Logger) *Mirror {
+	return &Mirror{
+		st: st, prefix: prefix, log: log,
+		entries: map[string]entry{},
+		ready:   make(chan struct{}), changed: make(chan struct{}),
+	}
+}
+
+// Run follows the prefix until ctx is done.
+func (m *Mirror) Run(ctx context.Context) error {
+	for b := range m.st.Watch(ctx, m.prefix, 0) {
+		m.apply(b)
+	}
+	return nil
+}
+
+func (m *Mirror) apply(b store.WatchBatch) {
+	m.mu.Lock()
+	if b.Reset {
+		m.entries = make(map[string]entry, len(b.Events))
+		m.keys = m.keys[:0]
+		m.tombstones = 0
+		m.floor = b.Revision
+	}
+	for _, ev := range b.Events {
+		k := ev.KV.Key
+		old, existed := m.entries[k]
+		if !existed {
+			i := sort.SearchStrings(m.keys, k)
+			m.keys = append(m.keys, "")
+			copy(m.keys[i+1:], m.keys[i:])
+			m.keys[i] = k
+		}
+		if existed && old.deleted {
+			m.tombstones--
+		}
+		if ev.Type == store.EventDelete {
+			m.entries[k] = entry{kv: store.KV{Key: k, ModRevision: ev.KV.ModRevision}, deleted: true}
+			m.tombstones++
+			continue
+		}
+		m.entries[k] = entry{kv: ev.KV}
+	}
+	if b.Revision > m.rev {
+		m.rev = b.Revision
+	}
+	if m.tombstones > maxTombstones {
+		m.purgeTombstones()
+	}
+	ch := m.changed
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+	close(ch)
+	m.once.Do(func() { close(m.ready) })
+}
+
+func (m *Mirror) purgeTombstones() {
+	live := m.keys[:0]
+	for _, k := range m.keys {
+		if m.entries[k].deleted {
+			delete(m.entries, k)
+			continue
+		}
+		live = append(live, k)
+	}
+	m.keys = live
+	m.tombstones = 0
+	m.floor = m.rev
+}
+
+// WaitReady blocks until the first state arrived.
+func (m *Mirror) WaitReady(ctx context.Context) error {
+	select {
+	case <-m.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WaitRevision blocks until the mirror has applied revision rev, so a handler that just wrote can read
+// its own write from memory.
+func (m *Mirror) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		m.mu.RLock()
+		cur, ch := m.rev, m.changed
+		m.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), store.ErrUnavailable)
+		}
+	}
+}
+
+// Changed returns a channel closed at the next applied batch.
+func (m *Mirror) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changed
+}
+
+// Revision is the etcd revision the mirror is current with.
+func (m *Mirror) Revision() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rev
+}
+
+// Get returns one key.
+func (m *Mirror) Get(key string) (store.KV, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e, ok := m.entries[key]
+	if !ok || e.deleted {
+		return store.KV{}, false
+	}
+	return e.kv, true
+}
+
+// scan calls fn for every entry under prefix in key order; the read lock is held.
+func (m *Mirror) scan(prefix string, fn func(entry)) {
+	for i := sort.SearchStrings(m.keys, prefix); i < len(m.keys) && strings.HasPrefix(m.keys[i], prefix); i++ {
+		fn(m.entries[m.keys[i]])
+	}
+}
+
+// List returns the live keys under prefix, sorted.
+func (m *Mirror) List(prefix string) []store.KV {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []store.KV
+	m.scan(prefix, func(e entry) {
+		if !e.deleted {
+			out = append(out, e.kv)
+		}
+	})
+	return out
+}
+
+// Version is the newest revision that changed anything under prefix (a put or a delete), so that two
+// snapshots built from the same inputs carry the same version on every replica, and a node whose inputs
+// did not change is not sent anything new.
+func (m *Mirror) Version(prefix string) int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v := m.floor
+	m.scan(prefix, func(e entry) {
+		if e.kv.ModRevision > v {
+			v = e.kv.ModRevision
+		}
+	})
+	return v
+}

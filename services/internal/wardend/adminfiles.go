@@ -1,0 +1,107 @@
+package wardend
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/warden-sec/warden/services/internal/certsvc"
+	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
+)
+
+// adminLifetime is the life of the admin client certificate written on first start. It is renewed at
+// start-up once less than a third is left.
+const adminLifetime = 365 * 24 * time.Hour
+
+// AdminFiles are the operator credentials in <data-dir>/admin, enough for
+// `grpcurl -cacert ca.crt -cert admin.crt -key admin.key 127.0.0.1:7443 list`.
+type AdminFiles struct {
+	Dir, CA, Cert, Key string
+}
+
+// AdminFilesIn names the files under dataDir.
+func AdminFilesIn(dataDir string) AdminFiles {
+	dir := filepath.Join(dataDir, "admin")
+	return AdminFiles{Dir: dir, CA: filepath.Join(dir, "ca.crt"), Cert: filepath.Join(dir, "admin.crt"), Key: filepath.Join(dir, "admin.key")}
+}
+
+// ensureAdminFiles writes the admin credentials unless valid ones exist: same trust domain, chaining to
+// the current trust bundle, with more than a third of their life left. ca.crt is refreshed every start
+// (a CA rotation changes it).
+func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.CertPool, bundle []byte, f AdminFiles, name string, now time.Time) (bool, error) {
+	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
+		return false, fmt.Errorf("admin dir: %w", err)
+	}
+	if err := writeFileAtomic(f.CA, bundle, 0o644); err != nil {
+		return false, err
+	}
+	if adminFilesValid(f, pool, auth.TrustDomain(), now) {
+		return false, nil
+	}
+	key, err := pki.GenerateKey(pki.DefaultKeyType)
+	if err != nil {
+		return false, err
+	}
+	certPEM, _, err := auth.IssueLocal(ctx, identity.AdminID(auth.TrustDomain(), name), key.Public(), pki.Template{Lifetime: adminLifetime, Client: true})
+	if err != nil {
+		return false, fmt.Errorf("admin certificate: %w", err)
+	}
+	keyPEM, err := pki.MarshalKeyPEM(key)
+	if err != nil {
+		return false, err
+	}
+	if err := writeFileAtomic(f.Key, keyPEM, 0o600); err != nil {
+		return false, err
+	}
+	return true, writeFileAtomic(f.Cert, certPEM, 0o644)
+}
+
+func adminFilesValid(f AdminFiles, pool *x509.CertPool, td string, now time.Time) bool {
+	raw, err := os.ReadFile(f.Cert)
+	if err != nil {
+		return false
+	}
+	if _, err := os.Stat(f.Key); err != nil {
+		return false
+	}
+	certs, err := pki.ParseCertsPEM(raw)
+	if err != nil {
+		return false
+	}
+	leaf := certs[0]
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return false
+	}
+	id, err := identity.FromCertificate(leaf)
+	if err != nil || id.TrustDomain != td || id.Kind != identity.KindAdmin {
+		return false
+	}
+	return leaf.NotAfter.Sub(now) > leaf.NotAfter.Sub(leaf.NotBefore)/3
+}
+
+// writeFileAtomic replaces path so that a reader sees the old or the new content, never a mix.
+func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	err = errors.Join(tmp.Chmod(mode), func() error { _, e := tmp.Write(data); return e }(), tmp.Sync(), tmp.Close())
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package wardend
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/warden-sec/warden/services/internal/certsvc"
+	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
+)
+
+// servingLifetime is the life of wardend's own serving certificate; it is renewed at two thirds. It is
+// short because nothing outside this process holds it: the key never leaves memory.
+const servingLifetime = 24 * time.Hour
+
+// servingCert keeps wardend's TLS certificate fresh. Each replica makes its own key in memory and has
+// it signed by the active CA, so no control-plane key is stored anywhere and CA rotation reaches the
+// control plane by the same renewal.
+type servingCert struct {
+	auth  *certsvc.Authority
+	names []string
+	log   *slog.Logger
+	cur   atomic.Pointer[tls.Certificate]
+}
+
+func newServingCert(ctx context.Context, auth *certsvc.Authority, names []string, log *slog.Logger) (*servingCert, error) {
+	s := &servingCert{auth: auth, names: names, log: log}
+	if err := s.renew(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *servingCert) renew(ctx context.Context) error {
+	key, err := pki.GenerateKey(pki.DefaultKeyType)
+	if err != nil {
+		return fmt.Errorf("serving key: %w", err)
+	}
+	tpl := pki.Template{Lifetime: servingLifetime, Server: true, Client: true}
+	for _, n := range append([]string{"localhost", "127.0.0.1", "::1"}, s.names...) {
+		if ip := net.ParseIP(n); ip != nil {
+			tpl.IPs = append(tpl.IPs, ip)
+		} else {
+			tpl.DNSNames = append(tpl.DNSNames, n)
+		}
+	}
+	certPEM, _, err := s.auth.IssueLocal(ctx, identity.ControlPlaneID(s.auth.TrustDomain()), key.Public(), tpl)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	certs, err := pki.ParseCertsPEM(certPEM)
+	if err != nil {
+		return err
+	}
+	tc := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	for _, c := range certs {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
+	s.cur.Store(&tc)
+	return nil
+}
+
+// Run renews the certificate at two thirds of its life, retrying every 30 s on failure.
+func (s *servingCert) Run(ctx context.Context) error {
+	for {
+		leaf := s.cur.Load().Leaf
+		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(max(wait, 0)):
+		}
+		if err := s.renew(ctx); err != nil {
+			s.log.Error("renewing wardend serving certificate failed; retrying in 30s", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(30 * time.Second):
+			}
+		}
+	}
+}
+
+// tlsConfig serves the current certificate and verifies client certificates against the current trust
+// bundle (both change at run time). Client certificates are optional at the TLS layer because Bootstrap,
+// Login and health are called without one; the interceptors decide per method.
+func (s *servingCert) tlsConfig(pool func() *x509.CertPool) *tls.Config {
+	base := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
+	}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.GetConfigForClient = nil
+		c.Certificates = []tls.Certificate{*s.cur.Load()}
+		c.ClientCAs = pool()
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+		return c, nil
+	}
+	return base
+}

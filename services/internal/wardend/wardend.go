@@ -1,0 +1,235 @@
+package wardend
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/warden-sec/warden/services/internal/audit"
+	"github.com/warden-sec/warden/services/internal/authn"
+	"github.com/warden-sec/warden/services/internal/certsvc"
+	"github.com/warden-sec/warden/services/internal/grpcserver"
+	"github.com/warden-sec/warden/services/internal/rungroup"
+	"github.com/warden-sec/warden/services/internal/seal"
+	"github.com/warden-sec/warden/services/internal/store"
+)
+
+// Hosted is a service wardend can host.
+type Hosted interface {
+	// Register adds the service's gRPC API to s.
+	Register(s grpc.ServiceRegistrar)
+	// Run does the service's background work (watches, fan-out, elected jobs) until ctx is done.
+	Run(ctx context.Context) error
+}
+
+// Platform is what every service is built from.
+type Platform struct {
+	Config    *Config
+	Log       *slog.Logger
+	Client    *store.Client
+	Audit     *audit.Log
+	Seal      *seal.Keyring
+	DevSeal   bool
+	Authority *certsvc.Authority
+	Certs     *certsvc.View
+	Metrics   prometheus.Registerer
+	ReplicaID string
+	Health    func(service string, serving bool)
+}
+
+// Builder constructs one hosted service; wardend calls the builders of the services in --services.
+type Builder struct {
+	Name        string // as in --services
+	ServiceName string // full gRPC service name, for health
+	Build       func(p *Platform) (Hosted, error)
+}
+
+// Ready is called once wardend serves (tests and `make run` output use it).
+type Ready func(p *Platform, addr string, admin AdminFiles)
+
+// Run runs wardend until ctx is done or a component fails.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, always []Builder, ready Ready) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	keys, devSeal, err := loadSealKeys(&cfg, log)
+	if err != nil {
+		return err
+	}
+	client, closeEtcd, err := openEtcd(ctx, &cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeEtcd()
+
+	replica := cfg.ReplicaID
+	if replica == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(cfg.Listen)
+		replica = host + ":" + port
+	}
+	certNS := client.Namespace(certsvc.Prefix)
+	authority := certsvc.NewAuthority(certNS, keys, cfg.TrustDomain, time.Now)
+	created, err := authority.Ensure(ctx)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("first start: generated the root CA", "trust_domain", cfg.TrustDomain)
+	}
+	if err := authority.CheckTrustDomain(ctx); err != nil {
+		return err
+	}
+
+	g := rungroup.New(ctx)
+	view := certsvc.NewView(certNS, log.With("component", "certview"))
+	g.Go("cert view", view.Run)
+	if err := view.WaitReady(ctx); err != nil {
+		return err
+	}
+	serving, err := newServingCert(ctx, authority, cfg.ServerNames, log)
+	if err != nil {
+		return err
+	}
+	g.Go("serving certificate", serving.Run)
+	pool, bundle := view.TrustPool()
+	admin := AdminFilesIn(cfg.DataDir)
+	if wrote, err := ensureAdminFiles(ctx, authority, pool, bundle, admin, cfg.AdminName, time.Now()); err != nil {
+		return err
+	} else if wrote {
+		log.Info("wrote admin credentials", "dir", admin.Dir)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	auditLog := audit.New(client, log.With("component", "audit"))
+	srv, err := grpcserver.New(grpcserver.Config{
+		TLS:      serving.tlsConfig(func() *x509.CertPool { p, _ := view.TrustPool(); return p }),
+		Auth:     &authn.Authenticator{TrustDomain: cfg.TrustDomain, Revoked: view},
+		Denials:  auditLog,
+		Log:      log.With("component", "grpc"),
+		Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	p := &Platform{
+		Config: &cfg, Log: log, Client: client, Audit: auditLog, Seal: keys, DevSeal: devSeal,
+		Authority: authority, Certs: view, Metrics: reg, ReplicaID: replica,
+		Health: func(service string, serving bool) {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if serving {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			srv.Health.SetServingStatus(service, st)
+		},
+	}
+	var hosted []string
+	for _, b := range append(append([]Builder{}, always...), builders...) {
+		if b.Name != "" && !cfg.Hosts(b.Name) {
+			continue
+		}
+		h, err := b.Build(p)
+		if err != nil {
+			return fmt.Errorf("%s service: %w", b.ServiceName, err)
+		}
+		h.Register(srv.GRPC)
+		g.Go(b.ServiceName, h.Run)
+		hosted = append(hosted, b.ServiceName)
+	}
+	// Serving from the start (etcd answered a moment ago); the watcher flips it when etcd goes away.
+	p.Health("", true)
+	for _, name := range hosted {
+		p.Health(name, true)
+	}
+	g.Go("etcd health", func(ctx context.Context) error { return watchEtcdHealth(ctx, client, hosted, p.Health, log) })
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	g.Go("grpc server", func(ctx context.Context) error { return srv.Serve(ctx, lis) })
+	if cfg.MetricsListen != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
+		}
+		g.Go("metrics server", func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, client) })
+	}
+	log.Info("wardend serving", "listen", lis.Addr().String(), "services", strings.Join(hosted, ","), "replica", replica,
+		"admin_dir", admin.Dir, "trust_domain", cfg.TrustDomain)
+	if ready != nil {
+		ready(p, lis.Addr().String(), admin)
+	}
+	err = g.Wait()
+	log.Info("wardend stopped")
+	return err
+}
+
+// watchEtcdHealth keeps every hosted service's health in step with etcd reachability: a replica that
+// cannot reach etcd reports NOT_SERVING so load balancers and agents move to another one.
+func watchEtcdHealth(ctx context.Context, c *store.Client, services []string, set func(string, bool), log *slog.Logger) error {
+	last := 1
+	for {
+		ok := 0
+		if err := c.Ping(ctx); err == nil {
+			ok = 1
+		}
+		if ok != last {
+			if ok == 0 {
+				log.Warn("etcd unreachable: reporting NOT_SERVING")
+			} else {
+				log.Info("etcd reachable again: reporting SERVING")
+			}
+			set("", ok == 1)
+			for _, s := range services {
+				set(s, ok == 1)
+			}
+			last = ok
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, c *store.Client) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := c.Ping(r.Context()); err != nil {
+			http.Error(w, "etcd unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
