@@ -79,3 +79,4 @@ run: build ## Run wardend with embedded etcd under ./.warden.
 .PHONY: bench
 bench: build ## Go benchmarks of the hot paths.
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	WARDEN_BIN=$(BIN) $(BIN)/warden-bench $(BENCH_FLAGS)

@@ -15,6 +15,7 @@ import (
 //	nodes/<node-id>       nodeRecord
 //	certs/<serial>        certRecord of every certificate issued
 //	current/<node>/<kind> serial of the node's current certificate of a kind
+//	nodecerts/<node>/<serial>  empty: index of every certificate issued to a node (decommission, listing)
 //	revoked/<serial>      revokedRecord
 //	crl                   crlRecord
 //	tokens/<sha256>       tokenRecord (join tokens, stored only hashed, with a lease = TTL)
@@ -38,17 +39,19 @@ const (
 	prefAcks    = "acks/"
 	prefExt     = "external/"
 	prefWebhook = "webhook/"
+	prefNodeIdx = "nodecerts/"
 )
 
-func keyCAKey(id string) string           { return "ca/key/" + id }
-func keyNode(id string) string            { return prefNodes + id }
-func keyCert(serial string) string        { return prefCerts + serial }
-func keyCurrent(node, kind string) string { return prefCurrent + node + "/" + kind }
-func keyRevoked(serial string) string     { return prefRevoked + serial }
-func keyToken(hash string) string         { return prefTokens + hash }
-func keyAck(node string) string           { return prefAcks + node }
-func keyExternal(node string) string      { return prefExt + node }
-func keyWebhook(name string) string       { return prefWebhook + name }
+func keyCAKey(id string) string              { return "ca/key/" + id }
+func keyNode(id string) string               { return prefNodes + id }
+func keyCert(serial string) string           { return prefCerts + serial }
+func keyCurrent(node, kind string) string    { return prefCurrent + node + "/" + kind }
+func keyRevoked(serial string) string        { return prefRevoked + serial }
+func keyToken(hash string) string            { return prefTokens + hash }
+func keyAck(node string) string              { return prefAcks + node }
+func keyExternal(node string) string         { return prefExt + node }
+func keyWebhook(name string) string          { return prefWebhook + name }
+func keyNodeCert(node, serial string) string { return prefNodeIdx + node + "/" + serial }
 
 // CA states and phases as stored.
 const (
@@ -142,6 +145,7 @@ type ackRecord struct {
 	TrustedFingerprints []string          `json:"trusted_fingerprints"`
 	Held                map[string]string `json:"held"` // kind → serial
 	At                  time.Time         `json:"at"`
+	AgentTime           time.Time         `json:"agent_time,omitzero"`
 	Error               string            `json:"error,omitempty"`
 }
 

@@ -3,15 +3,29 @@ package certsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	"github.com/warden-sec/warden/services/internal/audit"
+	"github.com/warden-sec/warden/services/internal/fanout"
 	"github.com/warden-sec/warden/services/internal/seal"
 	"github.com/warden-sec/warden/services/internal/store"
+)
+
+// Defaults of the tunable Config fields.
+const (
+	DefaultIdentityLifetime = 24 * time.Hour
+	DefaultServerLifetime   = 30 * 24 * time.Hour
+	DefaultRenewFraction    = 2.0 / 3.0
+	DefaultCRLValidity      = 24 * time.Hour
+	DefaultCRLCheck         = time.Minute
+	DefaultHeartbeat        = 30 * time.Second
 )
 
 // Config are the CertService's dependencies.
@@ -25,30 +39,105 @@ type Config struct {
 	Log       *slog.Logger
 	Now       func() time.Time
 	ReplicaID string
+	// Metrics receives warden_cert_expiry_seconds; nil registers nothing.
+	Metrics prometheus.Registerer
+
+	// IdentityLifetime is the life of node identity certificates (default 24h).
+	IdentityLifetime time.Duration
+	// ServerLifetime is the life of every other kind (default 30 days).
+	ServerLifetime time.Duration
+	// RenewFraction of a certificate's life after which its holder renews (default 2/3); each
+	// certificate gets up to 5% of its life of jitter around it.
+	RenewFraction float64
+	// CRLValidity is the distance between a CRL's this_update and next_update (default 24h); the CRL is
+	// re-signed once half of it has passed.
+	CRLValidity time.Duration
+	// CRLCheck is how often the elected replica checks whether the CRL needs re-signing (default 1m).
+	CRLCheck time.Duration
+	// Heartbeat is the idle interval after which WatchCredentials repeats the last snapshot (default 30s).
+	Heartbeat time.Duration
 }
 
 // Service implements warden.cert.v1.CertService.
 type Service struct {
-	certv1.UnimplementedCertServiceServer
+	certv1.UnsafeCertServiceServer
 	cfg Config
+	st  *store.Store
+	hub *fanout.Hub[*certv1.WatchCredentialsResponse]
+
+	// crlMu serialises this replica's CRL re-signs; replicas are kept apart by the CRL's revision compare.
+	crlMu sync.Mutex
 }
 
 // New validates cfg and fills defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.Store == nil || cfg.Authority == nil || cfg.View == nil || cfg.Audit == nil || cfg.Seal == nil || cfg.Log == nil {
-		return nil, errors.New("certsvc: Store, Authority, View, Audit, Seal and Log are required")
+	if cfg.Store == nil || cfg.Client == nil || cfg.Authority == nil || cfg.View == nil || cfg.Audit == nil || cfg.Seal == nil || cfg.Log == nil {
+		return nil, errors.New("certsvc: Store, Client, Authority, View, Audit, Seal and Log are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg}, nil
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = "certsvc"
+	}
+	durations := []struct {
+		d   *time.Duration
+		def time.Duration
+		min time.Duration
+		nm  string
+	}{
+		{&cfg.IdentityLifetime, DefaultIdentityLifetime, 10 * time.Minute, "IdentityLifetime"},
+		{&cfg.ServerLifetime, DefaultServerLifetime, 10 * time.Minute, "ServerLifetime"},
+		{&cfg.CRLValidity, DefaultCRLValidity, 10 * time.Minute, "CRLValidity"},
+		{&cfg.CRLCheck, DefaultCRLCheck, 10 * time.Millisecond, "CRLCheck"},
+		{&cfg.Heartbeat, DefaultHeartbeat, 10 * time.Millisecond, "Heartbeat"},
+	}
+	for _, d := range durations {
+		if *d.d == 0 {
+			*d.d = d.def
+		}
+		if *d.d < d.min {
+			return nil, fmt.Errorf("certsvc: %s %s is shorter than %s", d.nm, *d.d, d.min)
+		}
+	}
+	if cfg.RenewFraction == 0 {
+		cfg.RenewFraction = DefaultRenewFraction
+	}
+	// Jitter is ±5% of the life, so the fraction must leave room for it on both sides.
+	if cfg.RenewFraction < 0.1 || cfg.RenewFraction > 0.9 {
+		return nil, fmt.Errorf("certsvc: RenewFraction %v is outside [0.1, 0.9]", cfg.RenewFraction)
+	}
+	s := &Service{cfg: cfg, st: cfg.Store}
+	s.hub = fanout.New(s.buildSnapshot, fanout.Options{})
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(newExpiryCollector(cfg.View.Mirror(), cfg.Now)); err != nil {
+			return nil, fmt.Errorf("certsvc: register metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // Register adds the service to s.
 func (s *Service) Register(r grpc.ServiceRegistrar) { certv1.RegisterCertServiceServer(r, s) }
 
-// Run does the background work until ctx is done.
+// Run keeps the credential streams fed and, on the elected replica, the CRL fresh, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	<-ctx.Done()
-	return nil
+	if err := s.cfg.View.WaitReady(ctx); err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	// Acks and tokens change often and feed no snapshot: only the snapshot's inputs wake the hub.
+	m := s.cfg.View.Mirror()
+	wg.Go(func() {
+		s.hub.Follow(ctx, func() <-chan struct{} {
+			return m.ChangedUnder(prefNodes, prefCurrent, keyCAState, keyCRL, keyDBCA, prefExt, prefWebhook)
+		})
+	})
+	wg.Go(func() { _ = s.hub.Run(ctx) })
+	err := s.cfg.Client.RunElected(ctx, "cert-crl", s.cfg.ReplicaID, s.crlJob)
+	cancel()
+	wg.Wait()
+	return err
 }

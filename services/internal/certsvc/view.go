@@ -109,9 +109,32 @@ func (v *View) Nodes(role string) []Node {
 	return out
 }
 
+// RegistryChanged returns a channel closed at the next change of the node registry; other services'
+// snapshot hubs follow it (and not every change of the cert namespace, acknowledgements included).
+func (v *View) RegistryChanged() <-chan struct{} { return v.m.ChangedUnder(prefNodes) }
+
 // NodesVersion is the revision of the last change to the registry (for snapshot versions of other
 // services that depend on it).
 func (v *View) NodesVersion() int64 { return v.m.Version(prefNodes) }
 
 // NodeVersion is the revision of the last change to one node's entry.
 func (v *View) NodeVersion(id string) int64 { return v.m.Version(keyNode(id)) }
+
+// IssuerID is the id (certificate fingerprint) of the CA that issues now; "" until the CA state is
+// loaded. A holder of a certificate from the active CA (wardend's serving certificate) can renew when it
+// changes, so that peers which dropped the previous root after a rotation still verify it.
+// CAChanged returns a channel closed at the next change of the CA state (prepare, activate, retire).
+func (v *View) CAChanged() <-chan struct{} { return v.m.ChangedUnder(keyCAState) }
+
+func (v *View) IssuerID() string {
+	kv, ok := v.m.Get(keyCAState)
+	if !ok {
+		return ""
+	}
+	st, err := decode[caState](kv)
+	if err != nil {
+		return ""
+	}
+	active, _ := st.byState(caActive)
+	return active.ID
+}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/authn"
@@ -53,6 +54,7 @@ func (g *guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	}
 	release, err := g.limits.openStream(c)
 	if err != nil {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(RefusedByTrailer, "stream-limit"))
 		return apierr.ToStatus(ctx, g.log, info.FullMethod, err)
 	}
 	defer release()
@@ -71,6 +73,7 @@ func (g *guard) authenticate(ctx context.Context, method string) (authn.Caller, 
 		return c, err
 	}
 	if !g.limits.allow(c) {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(RefusedByTrailer, "rate-limit"))
 		return c, fmt.Errorf("%w: request rate limit for %s", apierr.ErrExhausted, c)
 	}
 	return c, nil
@@ -88,7 +91,12 @@ func (g *guard) admit(ctx context.Context, method string, req any) (authn.Caller
 	return c, nil
 }
 
+// RefusedByTrailer is set on every call the guard refuses, so a client (and the authorisation matrix
+// test) can tell a refusal by the control plane's gate from an error of the handler behind it.
+const RefusedByTrailer = "warden-refused-by"
+
 func (g *guard) deny(ctx context.Context, c authn.Caller, method string, reason error) {
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(RefusedByTrailer, "auth"))
 	if g.denials != nil {
 		g.denials.RecordDenied(ctx, c, method, reason)
 	}

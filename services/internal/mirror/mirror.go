@@ -33,6 +33,26 @@ type Mirror struct {
 	ready   chan struct{}
 	once    sync.Once
 	changed chan struct{} // closed and replaced after every applied batch
+	waiters []waiter      // ChangedUnder channels, closed by the next batch that touches their prefixes
+}
+
+type waiter struct {
+	prefixes []string
+	ch       chan struct{}
+}
+
+func (w waiter) touchedBy(b store.WatchBatch) bool {
+	if b.Reset {
+		return true
+	}
+	for _, ev := range b.Events {
+		for _, p := range w.prefixes {
+			if strings.HasPrefix(ev.KV.Key, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 type entry struct {
@@ -95,8 +115,21 @@ func (m *Mirror) apply(b store.WatchBatch) {
 	}
 	ch := m.changed
 	m.changed = make(chan struct{})
+	kept := m.waiters[:0]
+	var fire []chan struct{}
+	for _, w := range m.waiters {
+		if w.touchedBy(b) {
+			fire = append(fire, w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	m.waiters = kept
 	m.mu.Unlock()
 	close(ch)
+	for _, c := range fire {
+		close(c)
+	}
 	m.once.Do(func() { close(m.ready) })
 }
 
@@ -147,6 +180,17 @@ func (m *Mirror) Changed() <-chan struct{} {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.changed
+}
+
+// ChangedUnder returns a channel closed at the next applied batch that changes a key under one of
+// prefixes (or reloads everything). Snapshot hubs follow only the keys their snapshots are built from,
+// so that, say, a flood of acknowledgements does not make every subscriber's snapshot be rebuilt.
+func (m *Mirror) ChangedUnder(prefixes ...string) <-chan struct{} {
+	ch := make(chan struct{})
+	m.mu.Lock()
+	m.waiters = append(m.waiters, waiter{prefixes: prefixes, ch: ch})
+	m.mu.Unlock()
+	return ch
 }
 
 // Revision is the etcd revision the mirror is current with.

@@ -3,13 +3,12 @@ package wardend
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/warden-sec/warden/services/internal/agent/materialize"
 	"github.com/warden-sec/warden/services/internal/certsvc"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/pki"
@@ -38,7 +37,7 @@ func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.C
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return false, fmt.Errorf("admin dir: %w", err)
 	}
-	if err := writeFileAtomic(f.CA, bundle, 0o644); err != nil {
+	if err := materialize.WriteFile(f.CA, bundle, 0o644); err != nil {
 		return false, err
 	}
 	if adminFilesValid(f, pool, auth.TrustDomain(), now) {
@@ -56,10 +55,10 @@ func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.C
 	if err != nil {
 		return false, err
 	}
-	if err := writeFileAtomic(f.Key, keyPEM, 0o600); err != nil {
+	if err := materialize.WriteFile(f.Key, keyPEM, 0o600); err != nil {
 		return false, err
 	}
-	return true, writeFileAtomic(f.Cert, certPEM, 0o644)
+	return true, materialize.WriteFile(f.Cert, certPEM, 0o644)
 }
 
 func adminFilesValid(f AdminFiles, pool *x509.CertPool, td string, now time.Time) bool {
@@ -87,21 +86,4 @@ func adminFilesValid(f AdminFiles, pool *x509.CertPool, td string, now time.Time
 		return false
 	}
 	return leaf.NotAfter.Sub(now) > leaf.NotAfter.Sub(leaf.NotBefore)/3
-}
-
-// writeFileAtomic replaces path so that a reader sees the old or the new content, never a mix.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	err = errors.Join(tmp.Chmod(mode), func() error { _, e := tmp.Write(data); return e }(), tmp.Sync(), tmp.Close())
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -66,8 +66,11 @@ func (s *servingCert) renew(ctx context.Context) error {
 	return nil
 }
 
-// Run renews the certificate at two thirds of its life, retrying every 30 s on failure.
-func (s *servingCert) Run(ctx context.Context) error {
+// Run renews the certificate at two thirds of its life and whenever the issuing CA changes (after a CA
+// rotation's activation, agents that trust only the new root must still be able to verify wardend),
+// retrying every 30 s on failure. onCAChange runs after each CA change (the admin files follow it).
+func (s *servingCert) Run(ctx context.Context, view *certsvc.View, onCAChange func(context.Context)) error {
+	issuer := view.IssuerID()
 	for {
 		leaf := s.cur.Load().Leaf
 		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
@@ -75,6 +78,13 @@ func (s *servingCert) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(max(wait, 0)):
+		case <-view.CAChanged():
+			onCAChange(ctx)
+			id := view.IssuerID()
+			if id == issuer {
+				continue
+			}
+			issuer = id
 		}
 		if err := s.renew(ctx); err != nil {
 			s.log.Error("renewing wardend serving certificate failed; retrying in 30s", "err", err)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/warden-sec/warden/services/internal/adminsvc"
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/authn"
 	"github.com/warden-sec/warden/services/internal/certsvc"
@@ -107,21 +108,39 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 	if err != nil {
 		return err
 	}
-	g.Go("serving certificate", serving.Run)
-	pool, bundle := view.TrustPool()
 	admin := AdminFilesIn(cfg.DataDir)
-	if wrote, err := ensureAdminFiles(ctx, authority, pool, bundle, admin, cfg.AdminName, time.Now()); err != nil {
+	refreshAdmin := func(ctx context.Context) error {
+		pool, bundle := view.TrustPool()
+		wrote, err := ensureAdminFiles(ctx, authority, pool, bundle, admin, cfg.AdminName, time.Now())
+		if wrote {
+			log.Info("wrote admin credentials", "dir", admin.Dir)
+		}
 		return err
-	} else if wrote {
-		log.Info("wrote admin credentials", "dir", admin.Dir)
 	}
+	if err := refreshAdmin(ctx); err != nil {
+		return err
+	}
+	g.Go("serving certificate", func(ctx context.Context) error {
+		return serving.Run(ctx, view, func(ctx context.Context) {
+			// A CA rotation changes ca.crt and, once the old CA is retired, invalidates admin.crt.
+			if err := refreshAdmin(ctx); err != nil {
+				log.Error("refreshing admin credentials after a CA change", "err", err)
+			}
+		})
+	})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	auditLog := audit.New(client, log.With("component", "audit"))
+	tokens := adminsvc.NewTokenVerifier(client.Namespace(adminsvc.Prefix), log.With("component", "tokens"))
+	g.Go("token verifier", tokens.Run)
 	srv, err := grpcserver.New(grpcserver.Config{
-		TLS:      serving.tlsConfig(func() *x509.CertPool { p, _ := view.TrustPool(); return p }),
-		Auth:     &authn.Authenticator{TrustDomain: cfg.TrustDomain, Revoked: view},
+		TLS: serving.tlsConfig(func() *x509.CertPool { p, _ := view.TrustPool(); return p }),
+		Auth: &authn.Authenticator{
+			TrustDomain: cfg.TrustDomain,
+			Revoked:     view,
+			Tokens:      tokens,
+		},
 		Denials:  auditLog,
 		Log:      log.With("component", "grpc"),
 		Registry: reg,

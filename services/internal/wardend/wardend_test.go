@@ -62,11 +62,26 @@ func TestAnonymousRefusedButHealth(t *testing.T) {
 	conn := env.AnonConn()
 	ctx := t.Context()
 	calls := map[string]func(context.Context) error{
-		"cert":   func(ctx context.Context) error { _, err := certv1.NewCertServiceClient(conn).ListNodes(ctx, &certv1.ListNodesRequest{}); return err },
-		"secret": func(ctx context.Context) error { _, err := secretv1.NewSecretServiceClient(conn).ListSecrets(ctx, &secretv1.ListSecretsRequest{}); return err },
-		"policy": func(ctx context.Context) error { _, err := policyv1.NewPolicyServiceClient(conn).GetPolicy(ctx, &policyv1.GetPolicyRequest{}); return err },
-		"mesh":   func(ctx context.Context) error { _, err := meshv1.NewMeshServiceClient(conn).GetMeshStatus(ctx, &meshv1.GetMeshStatusRequest{}); return err },
-		"admin":  func(ctx context.Context) error { _, err := adminv1.NewAdminServiceClient(conn).ListUsers(ctx, &adminv1.ListUsersRequest{}); return err },
+		"cert": func(ctx context.Context) error {
+			_, err := certv1.NewCertServiceClient(conn).ListNodes(ctx, &certv1.ListNodesRequest{})
+			return err
+		},
+		"secret": func(ctx context.Context) error {
+			_, err := secretv1.NewSecretServiceClient(conn).ListSecrets(ctx, &secretv1.ListSecretsRequest{})
+			return err
+		},
+		"policy": func(ctx context.Context) error {
+			_, err := policyv1.NewPolicyServiceClient(conn).GetPolicy(ctx, &policyv1.GetPolicyRequest{})
+			return err
+		},
+		"mesh": func(ctx context.Context) error {
+			_, err := meshv1.NewMeshServiceClient(conn).GetMeshStatus(ctx, &meshv1.GetMeshStatusRequest{})
+			return err
+		},
+		"admin": func(ctx context.Context) error {
+			_, err := adminv1.NewAdminServiceClient(conn).ListUsers(ctx, &adminv1.ListUsersRequest{})
+			return err
+		},
 		"stream": func(ctx context.Context) error {
 			s, err := secretv1.NewSecretServiceClient(conn).WatchSecrets(ctx, &secretv1.WatchSecretsRequest{NodeId: "web-1"})
 			if err != nil {

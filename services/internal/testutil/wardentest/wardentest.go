@@ -165,4 +165,3 @@ func (e *Env) Mint(id identity.ID) *tls.Certificate {
 func (e *Env) NodeConn(role identity.Role, id string) *grpc.ClientConn {
 	return e.Dial(e.Mint(identity.NodeID(e.Config.TrustDomain, role, id)))
 }
-

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"crypto/x509"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
+	"github.com/warden-sec/warden/services/internal/agent/agenttest"
+	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
+)
+
+func TestFileNames(t *testing.T) {
+	want := map[certv1.CertKind][2]string{
+		certv1.CertKind_CERT_KIND_IDENTITY:              {"identity.crt", "identity.key"},
+		certv1.CertKind_CERT_KIND_WEBAPP_HTTPS:          {"webapp-https.crt", "webapp-https.key"},
+		certv1.CertKind_CERT_KIND_COREAPP_COMMUNICATION: {"coreapp-communication.crt", "coreapp-communication.key"},
+		certv1.CertKind_CERT_KIND_COREAPP_CONTROL:       {"coreapp-control.crt", "coreapp-control.key"},
+		certv1.CertKind_CERT_KIND_DB_CLIENT:             {"db-client.crt", "db-client.key"},
+	}
+	for kind, names := range want {
+		if CertFile(kind) != names[0] || KeyFile(kind) != names[1] {
+			t.Errorf("%v: files %s, %s; want %s, %s", kind, CertFile(kind), KeyFile(kind), names[0], names[1])
+		}
+	}
+	for _, tc := range []struct {
+		role identity.Role
+		kind certv1.CertKind
+		want bool
+	}{
+		{identity.RoleWebapp, certv1.CertKind_CERT_KIND_WEBAPP_HTTPS, true},
+		{identity.RoleWebapp, certv1.CertKind_CERT_KIND_COREAPP_CONTROL, false},
+		{identity.RoleWebapp, certv1.CertKind_CERT_KIND_COREAPP_COMMUNICATION, false},
+		{identity.RoleCoreapp, certv1.CertKind_CERT_KIND_WEBAPP_HTTPS, false},
+		{identity.RoleCoreapp, certv1.CertKind_CERT_KIND_COREAPP_CONTROL, true},
+		{identity.RoleCoreapp, certv1.CertKind_CERT_KIND_DB_CLIENT, true},
+	} {
+		if got := roleHolds(tc.role, tc.kind); got != tc.want {
+			t.Errorf("roleHolds(%s, %v) = %v, want %v", tc.role, tc.kind, got, tc.want)
+		}
+	}
+}
+
+func TestRenewAt(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	leaf := ca.Mint(agenttest.Node(identity.RoleWebapp, "w1"), 10*time.Hour).Cert
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	at := renewAt(leaf, 0.5)
+	lo := leaf.NotBefore.Add(time.Duration(float64(life) * (0.5 - renewJitter)))
+	hi := leaf.NotBefore.Add(life / 2)
+	if at.Before(lo) || at.After(hi) {
+		t.Errorf("renewAt(0.5) = %s, want within [%s, %s]", at, lo, hi)
+	}
+	if again := renewAt(leaf, 0.5); !again.Equal(at) {
+		t.Errorf("renewAt is not stable: %s then %s", at, again)
+	}
+	for _, bad := range []float64{0, -1, 1, 2} {
+		got := renewAt(leaf, bad)
+		def := leaf.NotBefore.Add(time.Duration(float64(life) * defaultRenewFraction))
+		if got.After(def) || got.Before(def.Add(-time.Duration(float64(life)*renewJitter))) {
+			t.Errorf("renewAt(%v) = %s, want the default fraction", bad, got)
+		}
+	}
+}
+
+func heldOf(t *testing.T, l agenttest.Leaf, kind certv1.CertKind) *held {
+	t.Helper()
+	h, err := parseHeld(kind, l.CertPEM, l.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestIssueReason(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	other := agenttest.NewCA(t)
+	id := agenttest.Node(identity.RoleWebapp, "w1")
+	kind := certv1.CertKind_CERT_KIND_WEBAPP_HTTPS
+	good := heldOf(t, ca.Mint(id, 10*time.Hour), kind)
+	foreign := heldOf(t, other.Mint(id, 10*time.Hour), kind)
+	now := time.Now()
+	caID := pki.Fingerprint(ca.Cert)
+	current := &certv1.Certificate{Serial: good.serial(), IssuerId: caID}
+	req := func(mod func(r *certv1.RequiredCertificate)) *certv1.RequiredCertificate {
+		r := &certv1.RequiredCertificate{Kind: kind, DnsNames: []string{"localhost"}, IpAddresses: []string{"127.0.0.1"}, RenewFraction: 0.6667, Current: current}
+		if mod != nil {
+			mod(r)
+		}
+		return r
+	}
+	base := issueCheck{roots: ca.Pool(), revoked: map[string]bool{}, activeIssuer: caID, now: now}
+	recent := heldOf(t, ca.Mint(id, 10*time.Hour), kind)
+	recent.obtained = now
+
+	for _, tc := range []struct {
+		name      string
+		h         *held
+		r         *certv1.RequiredCertificate
+		checkSANs bool
+		check     func(c issueCheck) issueCheck
+		want      string
+	}{
+		{name: "up to date", h: good, r: req(nil), checkSANs: true, want: ""},
+		{name: "none held", h: nil, r: req(nil), want: "none held"},
+		{name: "expired", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.now = now.Add(11 * time.Hour); return c }, want: "expired"},
+		{name: "renewal due", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.now = now.Add(7 * time.Hour); return c }, want: "renewal due"},
+		{name: "renew fraction pushed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.RenewFraction = 0.01 }), want: "renewal due"},
+		{name: "not in bundle", h: foreign, r: req(nil), want: "does not verify against the trust bundle"},
+		{name: "revoked", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.revoked = map[string]bool{good.serial(): true}; return c }, want: "revoked"},
+		{name: "names changed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.DnsNames = []string{"web.example"} }), checkSANs: true, want: "names changed"},
+		{name: "names ignored for made-up requirement", h: good, r: req(func(r *certv1.RequiredCertificate) { r.DnsNames = nil }), checkSANs: false, want: ""},
+		{name: "ip changed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.IpAddresses = []string{"10.0.0.1"} }), checkSANs: true, want: "names changed"},
+		{name: "other CA active", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.activeIssuer = pki.Fingerprint(other.Cert); return c }, want: "not from the active CA"},
+		{name: "no current anywhere", h: good, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: "control plane holds no current certificate of this kind"},
+		{name: "no current but just obtained", h: recent, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: ""},
+		{name: "current of another kind names the issuer", h: good, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			if tc.check != nil {
+				c = tc.check(c)
+			}
+			if got := issueReason(tc.h, tc.r, tc.checkSANs, c); got != tc.want {
+				t.Errorf("issueReason = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseHeldRefusesMismatchedKey(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	a := ca.Mint(agenttest.Node(identity.RoleWebapp, "a"), time.Hour)
+	b := ca.Mint(agenttest.Node(identity.RoleWebapp, "b"), time.Hour)
+	if _, err := parseHeld(certv1.CertKind_CERT_KIND_IDENTITY, a.CertPEM, b.KeyPEM); err == nil {
+		t.Fatal("parseHeld accepted a key that does not belong to the certificate")
+	}
+}
+
+func TestLoadHeldMissing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := loadHeld(dir, certv1.CertKind_CERT_KIND_IDENTITY); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("loadHeld on an empty dir: %v, want ErrNotExist", err)
+	}
+	ca := agenttest.NewCA(t)
+	l := ca.Mint(agenttest.Node(identity.RoleWebapp, "w"), time.Hour)
+	if err := os.WriteFile(filepath.Join(dir, "identity.crt"), l.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadHeld(dir, certv1.CertKind_CERT_KIND_IDENTITY); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("loadHeld without key: %v, want ErrNotExist", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "identity.key"), l.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := loadHeld(dir, certv1.CertKind_CERT_KIND_IDENTITY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.serial() != (&held{chain: []*x509.Certificate{l.Cert}}).serial() {
+		t.Errorf("loaded serial %s", h.serial())
+	}
+}

@@ -1,0 +1,519 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
+	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
+	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
+	"github.com/warden-sec/warden/services/internal/backoff"
+	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/wardend"
+)
+
+// benchZone is the network zone of every node the bench registers.
+const benchZone = "webapp"
+
+// secretName is the secret the rotation step rotates: the built-in one every node holds.
+const secretName = "wa-secret"
+
+// Setup rates. wardend limits every identity (and every anonymous source address) to 200 requests/s
+// with a burst of 400; the bench stays under it instead of measuring refusals. Bootstraps come from
+// bootstrapSources distinct loopback addresses, as joins from that many hosts would.
+const (
+	adminRate        = 190
+	bootstrapSources = 16
+	bootstrapRate    = 190
+	setupWorkers     = 32
+)
+
+// fleet is the population of simulated agents: each is a registered node with its own key and mTLS
+// identity from Bootstrap, one TLS connection, and the three streams a Webapp agent holds
+// (credentials, secrets, policy), acknowledging every snapshot as the real agent does.
+type fleet struct {
+	addr     string
+	td       string
+	pool     *x509.CertPool
+	admin    *grpc.ClientConn
+	adminLim *rate.Limiter
+	anon     []*grpc.ClientConn
+	anonLim  []*rate.Limiter
+	log      *slog.Logger
+	prefix   string
+	caFile   string
+
+	ctx    context.Context // the agents' lifetime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	agents []*simAgent
+
+	policy, staged, active, creds *tracker
+	// dbCAGen maps the fingerprint of a database CA the bench set to its generation number.
+	dbCAGen sync.Map
+
+	firstSnaps  atomic.Int64 // first message of a stream after subscribing (3 per agent at start)
+	reconnects  atomic.Int64 // stream re-subscriptions after an error
+	refused     atomic.Int64 // stream errors that refuse the node's identity or request
+	lastErrMu   sync.Mutex
+	lastErr     error
+	sample      atomic.Pointer[policyv1.WatchPolicyResponse]
+	setupTotal  time.Duration
+	setupAgents int
+}
+
+func newFleet(ctx context.Context, addr string, admin wardend.AdminFiles, prefix string, log *slog.Logger) (*fleet, error) {
+	pool, err := loadPool(admin.CA)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.LoadX509KeyPair(admin.Cert, admin.Key)
+	if err != nil {
+		return nil, fmt.Errorf("admin credentials: %w", err)
+	}
+	id, err := identity.FromCertificate(pair.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("admin certificate: %w", err)
+	}
+	ac, err := dialTLS(addr, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	f := &fleet{
+		addr: addr, td: id.TrustDomain, pool: pool, admin: ac, log: log, prefix: prefix, caFile: admin.CA,
+		adminLim: rate.NewLimiter(adminRate, 20),
+		ctx:      actx, cancel: cancel,
+		policy: newTracker(), staged: newTracker(), active: newTracker(), creds: newTracker(),
+	}
+	for i := range bootstrapSources {
+		c, err := dialTLS(addr, f.serverTLS(), net.IPv4(127, 0, 1, byte(i+1)))
+		if err != nil {
+			f.close()
+			return nil, err
+		}
+		f.anon = append(f.anon, c)
+		f.anonLim = append(f.anonLim, rate.NewLimiter(bootstrapRate, 20))
+	}
+	return f, nil
+}
+
+func (f *fleet) serverTLS() *tls.Config {
+	return &tls.Config{RootCAs: f.pool, ServerName: "localhost", MinVersion: tls.VersionTLS13}
+}
+
+func (f *fleet) certs() certv1.CertServiceClient { return certv1.NewCertServiceClient(f.admin) }
+func (f *fleet) policies() policyv1.PolicyServiceClient {
+	return policyv1.NewPolicyServiceClient(f.admin)
+}
+func (f *fleet) secrets() secretv1.SecretServiceClient {
+	return secretv1.NewSecretServiceClient(f.admin)
+}
+
+// adminCall runs an admin RPC under the client-side rate limit, retrying ResourceExhausted and
+// Unavailable (a restarting wardend) until ctx ends.
+func (f *fleet) adminCall(ctx context.Context, call func(ctx context.Context) error) error {
+	return retry(ctx, f.adminLim, call)
+}
+
+func retry(ctx context.Context, lim *rate.Limiter, call func(ctx context.Context) error) error {
+	b := backoff.Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Jitter: 1}
+	for {
+		if err := lim.Wait(ctx); err != nil {
+			return err
+		}
+		err := call(ctx)
+		switch status.Code(err) {
+		case codes.ResourceExhausted, codes.Unavailable:
+		default:
+			return err
+		}
+		if serr := backoff.Sleep(ctx, b.Next()); serr != nil {
+			return fmt.Errorf("%w (last error: %v)", serr, err)
+		}
+	}
+}
+
+// register creates node id and bootstraps its identity with a locally generated key; it returns the
+// TLS certificate the node authenticates with.
+func (f *fleet) register(ctx context.Context, i int, id string) (tls.Certificate, error) {
+	var created *certv1.CreateNodeResponse
+	err := f.adminCall(ctx, func(ctx context.Context) (err error) {
+		created, err = f.certs().CreateNode(ctx, &certv1.CreateNodeRequest{
+			NodeId: id, Role: certv1.NodeRole_NODE_ROLE_WEBAPP, Zone: benchZone, Addresses: []string{id + ".bench.local"},
+		})
+		return err
+	})
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("CreateNode %s: %w", id, err)
+	}
+	key, err := pki.GenerateKey(pki.DefaultKeyType)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	csr, err := pki.CreateCSR(key, identity.NodeID(f.td, identity.RoleWebapp, id))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	src := i % len(f.anon)
+	var boot *certv1.BootstrapResponse
+	err = retry(ctx, f.anonLim[src], func(ctx context.Context) (err error) {
+		boot, err = certv1.NewCertServiceClient(f.anon[src]).Bootstrap(ctx, &certv1.BootstrapRequest{JoinToken: created.GetJoinToken(), CsrPem: string(csr)})
+		return err
+	})
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("Bootstrap %s: %w", id, err)
+	}
+	chain, err := pki.ParseCertsPEM([]byte(boot.GetCertificatePem()))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("Bootstrap %s: certificate: %w", id, err)
+	}
+	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert, nil
+}
+
+// grow brings the fleet to n subscribed agents and returns how long the new ones took to register,
+// connect and receive their first snapshot on every stream.
+func (f *fleet) grow(ctx context.Context, n int) (time.Duration, error) {
+	f.mu.Lock()
+	have := len(f.agents)
+	f.mu.Unlock()
+	if n <= have {
+		return 0, nil
+	}
+	start := time.Now()
+	want := f.firstSnaps.Load() + int64(3*(n-have))
+	jobs := make(chan int)
+	errs := make(chan error, setupWorkers)
+	var wg sync.WaitGroup
+	for range min(setupWorkers, n-have) {
+		wg.Go(func() {
+			for i := range jobs {
+				a, err := f.connect(ctx, i)
+				if err != nil {
+					errs <- err
+					return
+				}
+				f.mu.Lock()
+				f.agents = append(f.agents, a)
+				f.mu.Unlock()
+			}
+		})
+	}
+	var firstErr error
+feed:
+	for i := have; i < n; i++ {
+		select {
+		case jobs <- i:
+		case firstErr = <-errs:
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr == nil {
+		select {
+		case firstErr = <-errs:
+		default:
+		}
+	}
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	deadline := time.Now().Add(60*time.Second + time.Duration(n)*5*time.Millisecond)
+	for f.firstSnaps.Load() < want {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("only %d of %d streams delivered their first snapshot (last error: %v)", f.firstSnaps.Load(), want, f.err())
+		}
+		if err := backoff.Sleep(ctx, 5*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+	f.setupTotal += time.Since(start)
+	f.setupAgents += n - have
+	return time.Since(start), nil
+}
+
+func (f *fleet) connect(ctx context.Context, i int) (*simAgent, error) {
+	id := fmt.Sprintf("%s-%05d", f.prefix, i)
+	cert, err := f.register(ctx, i, id)
+	if err != nil {
+		return nil, err
+	}
+	tc := f.serverTLS()
+	tc.Certificates = []tls.Certificate{cert}
+	conn, err := dialTLS(f.addr, tc, nil, grpc.WithDefaultServiceConfig(agentServiceConfig))
+	if err != nil {
+		return nil, err
+	}
+	a := &simAgent{f: f, id: id, conn: conn}
+	a.start()
+	return a, nil
+}
+
+func (f *fleet) size() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.agents)
+}
+
+func (f *fleet) setErr(err error) {
+	f.lastErrMu.Lock()
+	f.lastErr = err
+	f.lastErrMu.Unlock()
+}
+
+func (f *fleet) err() error {
+	f.lastErrMu.Lock()
+	defer f.lastErrMu.Unlock()
+	return f.lastErr
+}
+
+// closeAgents stops every simulated agent and closes its connection; admin calls still work.
+func (f *fleet) closeAgents() {
+	f.cancel()
+	f.wg.Wait()
+	f.mu.Lock()
+	for _, a := range f.agents {
+		_ = a.conn.Close()
+	}
+	f.agents = nil
+	f.mu.Unlock()
+}
+
+// close stops every agent and connection.
+func (f *fleet) close() {
+	f.closeAgents()
+	for _, c := range f.anon {
+		_ = c.Close()
+	}
+	_ = f.admin.Close()
+}
+
+// dbCAGeneration is the generation the bench assigned to the first certificate of a database CA
+// bundle, 0 for bundles it did not set.
+func (f *fleet) dbCAGeneration(bundle string) uint64 {
+	certs, err := pki.ParseCertsPEM([]byte(bundle))
+	if err != nil || len(certs) == 0 {
+		return 0
+	}
+	if g, ok := f.dbCAGen.Load(pki.Fingerprint(certs[0])); ok {
+		return g.(uint64)
+	}
+	return 0
+}
+
+func (f *fleet) setDBCAGeneration(fingerprint string, gen uint64) { f.dbCAGen.Store(fingerprint, gen) }
+
+// simAgent is one simulated Webapp agent.
+type simAgent struct {
+	f    *fleet
+	id   string
+	conn *grpc.ClientConn
+
+	// Last applied snapshot versions, passed on re-subscription as the agent does.
+	policyVer, secretVer, credVer atomic.Int64
+	// Highest change seen per tracker, so a repeated or older snapshot is not counted twice.
+	policyNum, stagedNum, activeNum, credGen uint64
+	trusted                                  []string
+	trustedPEM, dbCAPEM                      string
+}
+
+func (a *simAgent) start() {
+	for _, run := range []func(context.Context, func()) error{a.watchPolicy, a.watchSecrets, a.watchCredentials} {
+		a.f.wg.Go(func() { a.loop(run) })
+	}
+}
+
+// loop keeps one stream subscribed: on any error it waits backoff.Default's full-jitter delay (reset
+// by every message) and subscribes again with the last applied version, like warden-agent, which
+// never stops retrying. Refusals are counted: an agent that keeps getting them has in effect given up.
+func (a *simAgent) loop(run func(context.Context, func()) error) {
+	ctx := a.f.ctx
+	b := backoff.Default()
+	first := true
+	for {
+		err := run(ctx, func() {
+			b.Reset()
+			if first {
+				first = false
+				a.f.firstSnaps.Add(1)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if refusal(err) {
+			a.f.refused.Add(1)
+		}
+		a.f.setErr(fmt.Errorf("%s: %w", a.id, err))
+		a.f.reconnects.Add(1)
+		if backoff.Sleep(ctx, b.Next()) != nil {
+			return
+		}
+	}
+}
+
+// refusal errors are those retrying cannot cure: the node's identity or its request is refused.
+func refusal(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.NotFound, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
+	c := policyv1.NewPolicyServiceClient(a.conn)
+	st, err := c.WatchPolicy(ctx, &policyv1.WatchPolicyRequest{NodeId: a.id, LastVersion: a.policyVer.Load()})
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		got()
+		if m.GetHeartbeat() {
+			continue
+		}
+		n := m.GetRendered().GetPolicyNumber()
+		fresh := n > a.policyNum
+		if fresh {
+			a.policyNum = n
+			a.f.policy.markRecv(n, now)
+		}
+		a.f.sample.CompareAndSwap(nil, m)
+		if _, err := c.AckPolicy(ctx, &policyv1.AckPolicyRequest{NodeId: a.id, Version: m.GetVersion(), PolicyNumber: n}); err != nil {
+			return err
+		}
+		if fresh {
+			a.f.policy.markAck(n, time.Now())
+		}
+		a.policyVer.Store(m.GetVersion())
+	}
+}
+
+func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
+	c := secretv1.NewSecretServiceClient(a.conn)
+	st, err := c.WatchSecrets(ctx, &secretv1.WatchSecretsRequest{NodeId: a.id, LastVersion: a.secretVer.Load()})
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		got()
+		if m.GetHeartbeat() {
+			continue
+		}
+		var newStaged uint64
+		held := make([]*secretv1.HeldSecret, 0, len(m.GetSecrets()))
+		for _, s := range m.GetSecrets() {
+			h := &secretv1.HeldSecret{Name: s.GetName()}
+			for _, v := range s.GetVersions() {
+				h.Numbers = append(h.Numbers, v.GetNumber())
+				if s.GetName() != secretName {
+					continue
+				}
+				switch v.GetState() {
+				case secretv1.VersionState_VERSION_STATE_STAGED:
+					if v.GetNumber() > a.stagedNum {
+						a.stagedNum, newStaged = v.GetNumber(), v.GetNumber()
+						a.f.staged.markRecv(newStaged, now)
+					}
+				case secretv1.VersionState_VERSION_STATE_ACTIVE:
+					if v.GetNumber() > a.activeNum {
+						a.activeNum = v.GetNumber()
+						a.f.active.markRecv(a.activeNum, now)
+					}
+				}
+			}
+			held = append(held, h)
+		}
+		if _, err := c.AckSecrets(ctx, &secretv1.AckSecretsRequest{
+			NodeId: a.id, Version: m.GetVersion(), Held: held, AgentTime: timestamppb.Now(),
+		}); err != nil {
+			return err
+		}
+		if newStaged != 0 {
+			a.f.staged.markAck(newStaged, time.Now())
+		}
+		a.secretVer.Store(m.GetVersion())
+	}
+}
+
+func (a *simAgent) watchCredentials(ctx context.Context, got func()) error {
+	c := certv1.NewCertServiceClient(a.conn)
+	st, err := c.WatchCredentials(ctx, &certv1.WatchCredentialsRequest{NodeId: a.id, LastVersion: a.credVer.Load()})
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		got()
+		if m.GetHeartbeat() {
+			continue
+		}
+		var fresh uint64
+		if m.GetDatabaseCaPem() != a.dbCAPEM {
+			a.dbCAPEM = m.GetDatabaseCaPem()
+			if g := a.f.dbCAGeneration(a.dbCAPEM); g > a.credGen {
+				a.credGen, fresh = g, g
+				a.f.creds.markRecv(g, now)
+			}
+		}
+		if m.GetTrustBundlePem() != a.trustedPEM {
+			a.trustedPEM, a.trusted = m.GetTrustBundlePem(), fingerprints(m.GetTrustBundlePem())
+		}
+		if _, err := c.AckCredentials(ctx, &certv1.AckCredentialsRequest{
+			NodeId: a.id, Version: m.GetVersion(), TrustedFingerprints: a.trusted, AgentTime: timestamppb.Now(),
+		}); err != nil {
+			return err
+		}
+		if fresh != 0 {
+			a.f.creds.markAck(fresh, time.Now())
+		}
+		a.credVer.Store(m.GetVersion())
+	}
+}
+
+func fingerprints(bundle string) []string {
+	certs, err := pki.ParseCertsPEM([]byte(bundle))
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(certs))
+	for i, c := range certs {
+		out[i] = pki.Fingerprint(c)
+	}
+	return out
+}

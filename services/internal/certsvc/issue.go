@@ -1,0 +1,242 @@
+package certsvc
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
+	"github.com/warden-sec/warden/services/internal/apierr"
+	"github.com/warden-sec/warden/services/internal/audit"
+	"github.com/warden-sec/warden/services/internal/authn"
+	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/store"
+)
+
+// renewJitter is the largest shift of a renewal time, as a fraction of the certificate's life, so that
+// nodes issued at the same moment do not all renew at the same moment.
+const renewJitter = 0.05
+
+// template is what the server puts into a node's certificate of a kind; nothing comes from the CSR.
+func (s *Service) template(n nodeRecord, kind string) pki.Template {
+	tpl := pki.Template{ID: identity.NodeID(s.cfg.Authority.TrustDomain(), identity.Role(n.Role), n.ID), Lifetime: s.cfg.ServerLifetime}
+	switch kind {
+	case kindIdentity:
+		tpl.Lifetime, tpl.Client, tpl.Server = s.cfg.IdentityLifetime, true, true
+	case kindWebappHTTPS, kindCoreappComm:
+		tpl.Server = true
+		tpl.DNSNames, tpl.IPs = splitAddresses(n.Addresses)
+	case kindCoreappCtl:
+		tpl.Server, tpl.Client = true, true
+		tpl.DNSNames, tpl.IPs = splitAddresses(n.Addresses)
+	case kindDBClient:
+		tpl.Client = true
+	}
+	return tpl
+}
+
+func (s *Service) lifetime(kind string) time.Duration {
+	if kind == kindIdentity {
+		return s.cfg.IdentityLifetime
+	}
+	return s.cfg.ServerLifetime
+}
+
+func ipStrings(tpl pki.Template) []string {
+	out := make([]string, len(tpl.IPs))
+	for i, ip := range tpl.IPs {
+		out[i] = ip.String()
+	}
+	return out
+}
+
+// sansMatch reports whether a stored certificate names exactly what the registry wants now.
+func sansMatch(c certRecord, tpl pki.Template) bool {
+	return slices.Equal(c.DNSNames, tpl.DNSNames) && slices.Equal(c.IPs, ipStrings(tpl))
+}
+
+func spkiID(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("marshal public key: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// renewAfter is NotBefore plus the renew fraction of the life, shifted by a jitter derived from the
+// serial: the same certificate always gets the same answer.
+func (s *Service) renewAfter(c certRecord) time.Time {
+	life := c.NotAfter.Sub(c.NotBefore)
+	sum := sha256.Sum256([]byte(c.Serial))
+	f := float64(binary.BigEndian.Uint64(sum[:8])) / float64(^uint64(0))
+	frac := s.cfg.RenewFraction + (2*f-1)*renewJitter
+	return c.NotBefore.Add(time.Duration(float64(life) * frac))
+}
+
+// reusable reports whether c may be handed out again for the same key: from the issuing CA, not revoked,
+// with the wanted SANs and more than half its life left.
+func (s *Service) reusable(c certRecord, issuerID, pubID string, tpl pki.Template, now time.Time) bool {
+	return c.PubKeyID == pubID && c.IssuerID == issuerID && sansMatch(c, tpl) &&
+		c.NotAfter.Sub(now) > c.NotAfter.Sub(c.NotBefore)/2
+}
+
+// issuance is a signed certificate and the writes that record it.
+type issuance struct {
+	rec    certRecord
+	reused bool
+	ops    []store.Op
+	conds  []store.Cond
+}
+
+// prepareIssue signs (or finds) the certificate of kind for node n and returns the writes that record
+// it; the caller adds its own writes and the audit event and commits them in one transaction. The
+// conditions fail the transaction if the node changed or the CA rotated meanwhile.
+func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64, kind string, pub crypto.PublicKey, now time.Time) (issuance, error) {
+	kt, err := pki.KeyTypeOf(pub)
+	if err != nil {
+		return issuance{}, pki.WithField(err, "csr_pem")
+	}
+	pubID, err := spkiID(pub)
+	if err != nil {
+		return issuance{}, err
+	}
+	ca, caRec, _, caRev, err := s.activeIssuer(ctx)
+	if err != nil {
+		return issuance{}, err
+	}
+	tpl := s.template(n, kind)
+	cur, ok, err := s.current(ctx, n.ID, kind)
+	if err != nil {
+		return issuance{}, err
+	}
+	if ok && s.reusable(cur, caRec.ID, pubID, tpl, now) {
+		if _, err := s.st.Get(ctx, keyRevoked(cur.Serial)); errors.Is(err, store.ErrNotFound) {
+			return issuance{rec: cur, reused: true}, nil
+		} else if err != nil {
+			return issuance{}, err
+		}
+	}
+	cert, _, err := ca.Issue(tpl, pub, now)
+	if err != nil {
+		return issuance{}, err
+	}
+	chain := []*x509.Certificate{cert}
+	if !isSelfSigned(ca.Cert) {
+		chain = append(append(chain, ca.Cert), ca.Chain...)
+	}
+	rec := certRecord{
+		Serial:    fmt.Sprintf("%x", cert.SerialNumber),
+		NodeID:    n.ID,
+		Kind:      kind,
+		SPIFFEID:  tpl.ID.String(),
+		DNSNames:  cert.DNSNames,
+		IPs:       ipStrings(pki.Template{IPs: cert.IPAddresses}),
+		NotBefore: cert.NotBefore,
+		NotAfter:  cert.NotAfter,
+		IssuerID:  caRec.ID,
+		KeyType:   string(kt),
+		PubKeyID:  pubID,
+		PEM:       string(pki.EncodeCertsPEM(chain...)),
+	}
+	return issuance{
+		rec: rec,
+		ops: []store.Op{
+			store.PutOp(keyCert(rec.Serial), encode(rec)),
+			store.PutOp(keyCurrent(n.ID, kind), []byte(rec.Serial)),
+			store.PutOp(keyNodeCert(n.ID, rec.Serial), []byte{}),
+		},
+		conds: []store.Cond{store.AtRevision(keyNode(n.ID), nodeRev), store.AtRevision(keyCAState, caRev)},
+	}, nil
+}
+
+// current returns the node's current certificate of kind. Only the pointer is read from etcd: the
+// certificate was written in the same transaction, so once the mirror has caught up with the pointer it
+// holds the certificate too.
+func (s *Service) current(ctx context.Context, node, kind string) (certRecord, bool, error) {
+	kv, err := s.st.Get(ctx, keyCurrent(node, kind))
+	if errors.Is(err, store.ErrNotFound) {
+		return certRecord{}, false, nil
+	} else if err != nil {
+		return certRecord{}, false, err
+	}
+	if err := s.cfg.View.Mirror().WaitRevision(ctx, kv.ModRevision); err != nil {
+		return certRecord{}, false, err
+	}
+	c, ok := s.certBySerial(string(kv.Value))
+	return c, ok, nil
+}
+
+func issuedEvent(rec certRecord, reason string) audit.Event {
+	return audit.Event{Target: "node/" + rec.NodeID, Outcome: audit.Success, Reason: reason,
+		Details: map[string]string{"serial": rec.Serial, "kind": rec.Kind, "issuer": rec.IssuerID, "not_after": rec.NotAfter.UTC().Format(time.RFC3339)}}
+}
+
+// readNode reads a registry entry from etcd with its revision.
+func (s *Service) readNode(ctx context.Context, id string) (nodeRecord, int64, error) {
+	kv, err := s.st.Get(ctx, keyNode(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return nodeRecord{}, 0, apierr.NotFound("node " + id)
+	} else if err != nil {
+		return nodeRecord{}, 0, err
+	}
+	n, err := decode[nodeRecord](kv)
+	return n, kv.ModRevision, err
+}
+
+// IssueCertificate implements CertService.
+func (s *Service) IssueCertificate(ctx context.Context, req *certv1.IssueCertificateRequest) (*certv1.IssueCertificateResponse, error) {
+	if err := validNodeID("node_id", req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	kind := kindFromPB(req.GetKind())
+	if kind == "" {
+		return nil, apierr.InvalidArg("kind", "must be a certificate kind, got %s", req.GetKind())
+	}
+	csr, err := pki.ParseCSR([]byte(req.GetCsrPem()))
+	if err != nil {
+		return nil, err
+	}
+	caller := authn.FromContext(ctx)
+	var out *certv1.IssueCertificateResponse
+	err = retryConflicts(ctx, func() error {
+		now := s.cfg.Now()
+		n, rev, err := s.readNode(ctx, req.GetNodeId())
+		if err != nil {
+			return err
+		}
+		if caller.IsNode() && string(caller.Role) != n.Role {
+			return fmt.Errorf("%w: identity role %s does not match the registered role %s", apierr.ErrPermission, caller.Role, n.Role)
+		}
+		if !roleHolds(n.Role, kind) {
+			if caller.IsNode() {
+				return fmt.Errorf("%w: a %s node does not hold %s certificates", apierr.ErrPermission, n.Role, req.GetKind())
+			}
+			return apierr.InvalidArg("kind", "a %s node does not hold %s certificates", n.Role, req.GetKind())
+		}
+		is, err := s.prepareIssue(ctx, n, rev, kind, csr.PublicKey, now)
+		if err != nil {
+			return err
+		}
+		if !is.reused {
+			ops := append(is.ops, s.cfg.Audit.Op(ctx, issuedEvent(is.rec, "certificate issued")))
+			if _, err := s.st.Txn(ctx, is.conds, ops); err != nil {
+				return err
+			}
+		}
+		out = &certv1.IssueCertificateResponse{Certificate: certToPB(is.rec, nil), RenewAfter: ts(s.renewAfter(is.rec))}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,74 @@
+package mirror
+
+import (
+	"testing"
+	"time"
+
+	"github.com/warden-sec/warden/services/internal/store"
+	"github.com/warden-sec/warden/services/internal/testutil/etcdtest"
+)
+
+func TestMirrorFollowsPrefixAndVersions(t *testing.T) {
+	c := etcdtest.Start(t)
+	st := c.Namespace("/t/")
+	m := New(st, "", etcdtest.Logger(t))
+	ctx := t.Context()
+	go func() { _ = m.Run(ctx) }()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes := m.ChangedUnder("nodes/")
+	all := m.Changed()
+	rev, err := st.Put(ctx, "acks/a", []byte("1"), store.Any())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	default:
+		t.Fatal("Changed did not fire for a put")
+	}
+	select {
+	case <-nodes:
+		t.Fatal("ChangedUnder(nodes/) fired for acks/a")
+	default:
+	}
+	rev, err = st.Put(ctx, "nodes/n1", []byte("x"), store.Any())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-nodes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ChangedUnder(nodes/) did not fire for nodes/n1")
+	}
+	if err := m.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if v := m.Version("nodes/"); v != rev {
+		t.Fatalf("Version(nodes/) = %d, want %d", v, rev)
+	}
+	if kv, ok := m.Get("nodes/n1"); !ok || string(kv.Value) != "x" {
+		t.Fatalf("Get = %v %v", kv, ok)
+	}
+	// A delete moves the version forward although nothing is left under the prefix.
+	drev, err := st.Delete(ctx, "nodes/n1", store.Any())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitRevision(ctx, drev); err != nil {
+		t.Fatal(err)
+	}
+	if v := m.Version("nodes/"); v != drev {
+		t.Fatalf("after delete Version(nodes/) = %d, want %d", v, drev)
+	}
+	if got := m.List("nodes/"); len(got) != 0 {
+		t.Fatalf("List after delete = %v", got)
+	}
+	if v := m.Version("acks/"); v >= drev {
+		t.Fatalf("Version(acks/) = %d moved with an unrelated delete", v)
+	}
+}
