@@ -3,6 +3,7 @@ package adminsvc
 import (
 	"context"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"slices"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,7 +25,7 @@ const (
 // fewer events than asked (even none) while next_page_token is set: each call examines a bounded
 // number of events so that one request cannot walk a log of millions.
 func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEventsRequest) (*adminv1.ListAuditEventsResponse, error) {
-	size, err := pageSize(req.GetPageSize(), defaultAuditPage, maxAuditPage)
+	size, err := paging.Size(req.GetPageSize(), defaultAuditPage, maxAuditPage)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +48,7 @@ func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEve
 		q.Since = req.GetSince().AsTime()
 	}
 	if req.GetPageToken() != "" {
-		id, err := decodePageToken(req.GetPageToken())
+		id, err := paging.After(req.GetPageToken(), "")
 		if err != nil || !audit.ValidID(id) {
 			return nil, apierr.InvalidArg("page_token", "not a token from next_page_token")
 		}
@@ -62,7 +63,7 @@ func (s *Service) ListAuditEvents(ctx context.Context, req *adminv1.ListAuditEve
 		resp.Events = append(resp.Events, e.Event)
 	}
 	if page.Next != "" {
-		resp.NextPageToken = encodePageToken(page.Next)
+		resp.NextPageToken = paging.Token(page.Next)
 	}
 	return resp, nil
 }

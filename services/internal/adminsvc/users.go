@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -244,13 +245,13 @@ const (
 
 // ListUsers pages through operators by name.
 func (s *Service) ListUsers(ctx context.Context, req *adminv1.ListUsersRequest) (*adminv1.ListUsersResponse, error) {
-	size, err := pageSize(req.GetPageSize(), defaultUserPage, maxUserPage)
+	size, err := paging.Size(req.GetPageSize(), defaultUserPage, maxUserPage)
 	if err != nil {
 		return nil, err
 	}
 	after := ""
 	if req.GetPageToken() != "" {
-		name, err := decodePageToken(req.GetPageToken())
+		name, err := paging.After(req.GetPageToken(), "")
 		if err != nil || !usernameRE.MatchString(name) {
 			return nil, apierr.InvalidArg("page_token", "not a token from next_page_token")
 		}
@@ -269,7 +270,7 @@ func (s *Service) ListUsers(ctx context.Context, req *adminv1.ListUsersRequest) 
 		resp.Users = append(resp.Users, userToProto(strings.TrimPrefix(kv.Key, prefixUsers), rec, kv.ModRevision))
 	}
 	if more && len(kvs) > 0 {
-		resp.NextPageToken = encodePageToken(strings.TrimPrefix(kvs[len(kvs)-1].Key, prefixUsers))
+		resp.NextPageToken = paging.Token(strings.TrimPrefix(kvs[len(kvs)-1].Key, prefixUsers))
 	}
 	return resp, nil
 }

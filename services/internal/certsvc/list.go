@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 	"time"
 
@@ -51,7 +52,7 @@ func (s *Service) GetCertificate(ctx context.Context, req *certv1.GetCertificate
 // ListCertificates implements CertService. Certificates of one node are found through the nodecerts/
 // index; either way the page is sorted by serial.
 func (s *Service) ListCertificates(ctx context.Context, req *certv1.ListCertificatesRequest) (*certv1.ListCertificatesResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize(), defaultPageSize, maxPageSize)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,7 @@ func (s *Service) ListCertificates(ctx context.Context, req *certv1.ListCertific
 		}
 		prefix = prefNodeIdx + node + "/"
 	}
-	after, err := decodePageToken(req.GetPageToken(), prefix)
+	after, err := paging.After(req.GetPageToken(), prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +121,7 @@ func (s *Service) ListCertificates(ctx context.Context, req *certv1.ListCertific
 		}
 		out.Certificates = append(out.Certificates, certToPB(c, rev))
 		return true, nil
-	}, func(last string) { out.NextPageToken = encodePageToken(last) })
+	}, func(last string) { out.NextPageToken = paging.Token(last) })
 	if err != nil {
 		return nil, err
 	}

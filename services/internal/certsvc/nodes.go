@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 	"time"
 
@@ -233,11 +234,11 @@ func (s *Service) GetNode(ctx context.Context, req *certv1.GetNodeRequest) (*cer
 
 // ListNodes implements CertService.
 func (s *Service) ListNodes(ctx context.Context, req *certv1.ListNodesRequest) (*certv1.ListNodesResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize(), defaultPageSize, maxPageSize)
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken(), prefNodes)
+	after, err := paging.After(req.GetPageToken(), prefNodes)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +262,7 @@ func (s *Service) ListNodes(ctx context.Context, req *certv1.ListNodesRequest) (
 		}
 		out.Nodes = append(out.Nodes, s.nodeToPB(n, kv.ModRevision, ack))
 		return true, nil
-	}, func(last string) { out.NextPageToken = encodePageToken(last) })
+	}, func(last string) { out.NextPageToken = paging.Token(last) })
 	if err != nil {
 		return nil, err
 	}

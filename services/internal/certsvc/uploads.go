@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 	"time"
 
@@ -88,11 +89,11 @@ func (s *Service) UploadExternalCertificate(ctx context.Context, req *certv1.Upl
 
 // ListExternalCertificates implements CertService.
 func (s *Service) ListExternalCertificates(ctx context.Context, req *certv1.ListExternalCertificatesRequest) (*certv1.ListExternalCertificatesResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize(), defaultPageSize, maxPageSize)
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken(), prefExt)
+	after, err := paging.After(req.GetPageToken(), prefExt)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +105,7 @@ func (s *Service) ListExternalCertificates(ctx context.Context, req *certv1.List
 		}
 		out.Certificates = append(out.Certificates, externalToPB(e, kv.ModRevision))
 		return true, nil
-	}, func(last string) { out.NextPageToken = encodePageToken(last) })
+	}, func(last string) { out.NextPageToken = paging.Token(last) })
 	if err != nil {
 		return nil, err
 	}
@@ -192,11 +193,11 @@ func (s *Service) AddWebhookCA(ctx context.Context, req *certv1.AddWebhookCARequ
 
 // ListWebhookCAs implements CertService.
 func (s *Service) ListWebhookCAs(ctx context.Context, req *certv1.ListWebhookCAsRequest) (*certv1.ListWebhookCAsResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize(), defaultPageSize, maxPageSize)
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken(), prefWebhook)
+	after, err := paging.After(req.GetPageToken(), prefWebhook)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +209,7 @@ func (s *Service) ListWebhookCAs(ctx context.Context, req *certv1.ListWebhookCAs
 		}
 		out.WebhookCas = append(out.WebhookCas, webhookToPB(b, kv.ModRevision))
 		return true, nil
-	}, func(last string) { out.NextPageToken = encodePageToken(last) })
+	}, func(last string) { out.NextPageToken = paging.Token(last) })
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package certsvc
 
 import (
-	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -128,36 +127,4 @@ func ttlOf(field string, d *durationpb.Duration, def, lo, hi time.Duration) (tim
 		return 0, apierr.InvalidArg(field, "%s is outside [%s, %s]", v, lo, hi)
 	}
 	return v, nil
-}
-
-func pageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, apierr.InvalidArg("page_size", "must not be negative")
-	case n == 0:
-		return defaultPageSize, nil
-	case n > maxPageSize:
-		return maxPageSize, nil
-	}
-	return int(n), nil
-}
-
-// Page tokens are the last key returned, base64url-encoded, and must lie under the listed prefix: a
-// token cannot move a listing outside what the RPC lists.
-func encodePageToken(lastKey string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastKey))
-}
-
-func decodePageToken(tok, prefix string) (string, error) {
-	if tok == "" {
-		return "", nil
-	}
-	if len(tok) > 1024 {
-		return "", apierr.InvalidArg("page_token", "is not a token this server issued")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || !strings.HasPrefix(string(b), prefix) || len(b) == len(prefix) {
-		return "", apierr.InvalidArg("page_token", "is not a token this server issued")
-	}
-	return string(b), nil
 }

@@ -2,10 +2,10 @@ package policysvc
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"strconv"
 	"strings"
 
@@ -225,7 +225,7 @@ const (
 // ListPolicyHistory implements PolicyService. Versions are numbered densely from 1 and never deleted,
 // so a page newest-first is the key range just below the previous page, read in ascending order.
 func (s *Service) ListPolicyHistory(ctx context.Context, req *policyv1.ListPolicyHistoryRequest) (*policyv1.ListPolicyHistoryResponse, error) {
-	size, err := pageSize(req.GetPageSize(), defaultHistoryPage, maxHistoryPage)
+	size, err := paging.Size(req.GetPageSize(), defaultHistoryPage, maxHistoryPage)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +237,7 @@ func (s *Service) ListPolicyHistory(ctx context.Context, req *policyv1.ListPolic
 		return nil, err
 	}
 	if req.GetPageToken() != "" {
-		last, err := decodeToken(req.GetPageToken(), prefVersions)
+		last, err := paging.After(req.GetPageToken(), prefVersions)
 		if err != nil {
 			return nil, err
 		}
@@ -271,31 +271,9 @@ func (s *Service) ListPolicyHistory(ctx context.Context, req *policyv1.ListPolic
 		resp.Versions = append(resp.Versions, pv)
 	}
 	if lo > 1 && len(resp.Versions) > 0 {
-		resp.NextPageToken = encodeToken(keyVersion(lo))
+		resp.NextPageToken = paging.Token(keyVersion(lo))
 	}
 	return resp, nil
-}
-
-func pageSize(req int32, def, limit int) (int, error) {
-	switch {
-	case req < 0:
-		return 0, apierr.InvalidArg("page_size", "must not be negative")
-	case req == 0:
-		return def, nil
-	default:
-		return min(int(req), limit), nil
-	}
-}
-
-// Page tokens are the last key returned, base64url-encoded; clients must treat them as opaque.
-func encodeToken(key string) string { return base64.RawURLEncoding.EncodeToString([]byte(key)) }
-
-func decodeToken(tok, prefix string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || !strings.HasPrefix(string(b), prefix) {
-		return "", apierr.InvalidArg("page_token", "not a token of this list")
-	}
-	return string(b), nil
 }
 
 // RenderPolicy implements PolicyService.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"maps"
 	"slices"
 	"strconv"
@@ -191,13 +192,13 @@ const (
 // ListPolicyStatus implements PolicyService. It lists every registered node and every node that has
 // acknowledged a version (a node may ack before it is registered), sorted by id.
 func (s *Service) ListPolicyStatus(ctx context.Context, req *policyv1.ListPolicyStatusRequest) (*policyv1.ListPolicyStatusResponse, error) {
-	size, err := pageSize(req.GetPageSize(), defaultStatusPage, maxStatusPage)
+	size, err := paging.Size(req.GetPageSize(), defaultStatusPage, maxStatusPage)
 	if err != nil {
 		return nil, err
 	}
 	after := ""
 	if req.GetPageToken() != "" {
-		k, err := decodeToken(req.GetPageToken(), prefAcks)
+		k, err := paging.After(req.GetPageToken(), prefAcks)
 		if err != nil {
 			return nil, err
 		}
@@ -218,7 +219,7 @@ func (s *Service) ListPolicyStatus(ctx context.Context, req *policyv1.ListPolicy
 	}
 	for _, id := range ids[start:] {
 		if len(resp.Nodes) == size {
-			resp.NextPageToken = encodeToken(keyAck(resp.Nodes[len(resp.Nodes)-1].GetNodeId()))
+			resp.NextPageToken = paging.Token(keyAck(resp.Nodes[len(resp.Nodes)-1].GetNodeId()))
 			break
 		}
 		st := &policyv1.NodePolicyStatus{NodeId: id}

@@ -1,7 +1,6 @@
 package secretsvc
 
 import (
-	"encoding/base64"
 	"slices"
 	"time"
 
@@ -206,30 +205,4 @@ func secretToProto(rec *secretRecord, rev int64) *secretv1.Secret {
 		})
 	}
 	return p
-}
-
-func pageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, apierr.InvalidArg("page_size", "must not be negative")
-	case n == 0:
-		return defaultPageSize, nil
-	default:
-		return min(int(n), maxPageSize), nil
-	}
-}
-
-// pageToken is the last name (or node id) of the previous page, opaque to clients.
-func encodePageToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
-
-func decodePageToken(tok string) (string, error) {
-	if tok == "" {
-		return "", nil
-	}
-	// Only the canonical encoding is accepted (the decoder skips newlines), so a token is one position.
-	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
-	if err != nil || identity.ValidName(string(b)) != nil || encodePageToken(string(b)) != tok {
-		return "", apierr.InvalidArg("page_token", "not a token from next_page_token")
-	}
-	return string(b), nil
 }

@@ -47,20 +47,3 @@ func FuzzAckFromProto(f *testing.F) {
 		}
 	})
 }
-
-// FuzzPageToken: any client-supplied token either is refused or names a valid position that encodes
-// back to the same token.
-func FuzzPageToken(f *testing.F) {
-	f.Add(encodePageToken("wa-secret"))
-	f.Add("!!")
-	f.Add("")
-	f.Fuzz(func(t *testing.T, tok string) {
-		after, err := decodePageToken(tok)
-		if err != nil || tok == "" {
-			return
-		}
-		if encodePageToken(after) != tok {
-			t.Fatalf("token %q decodes to %q which encodes to %q", tok, after, encodePageToken(after))
-		}
-	})
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"strconv"
 	"strings"
 
@@ -114,11 +115,11 @@ func (s *Service) GetSecret(ctx context.Context, req *secretv1.GetSecretRequest)
 
 // ListSecrets implements SecretService.ListSecrets.
 func (s *Service) ListSecrets(ctx context.Context, req *secretv1.ListSecretsRequest) (*secretv1.ListSecretsResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize(), defaultPageSize, maxPageSize)
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken())
+	after, err := paging.After(req.GetPageToken(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +133,7 @@ func (s *Service) ListSecrets(ctx context.Context, req *secretv1.ListSecretsRequ
 			continue
 		}
 		if len(resp.Secrets) == size {
-			resp.NextPageToken = encodePageToken(resp.Secrets[size-1].GetName())
+			resp.NextPageToken = paging.Token(resp.Secrets[size-1].GetName())
 			break
 		}
 		rec, err := decode[secretRecord](kv)

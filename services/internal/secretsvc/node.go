@@ -3,6 +3,7 @@ package secretsvc
 import (
 	"context"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"slices"
 	"strings"
 	"time"
@@ -208,11 +209,11 @@ func (s *Service) exceeds(skew time.Duration) bool {
 
 // ListClockSkew implements SecretService.ListClockSkew.
 func (s *Service) ListClockSkew(ctx context.Context, req *secretv1.ListClockSkewRequest) (*secretv1.ListClockSkewResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize(), defaultPageSize, maxPageSize)
 	if err != nil {
 		return nil, err
 	}
-	after, err := decodePageToken(req.GetPageToken())
+	after, err := paging.After(req.GetPageToken(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +231,7 @@ func (s *Service) ListClockSkew(ctx context.Context, req *secretv1.ListClockSkew
 			continue
 		}
 		if len(resp.Nodes) == size {
-			resp.NextPageToken = encodePageToken(resp.Nodes[size-1].GetNodeId())
+			resp.NextPageToken = paging.Token(resp.Nodes[size-1].GetNodeId())
 			break
 		}
 		resp.Nodes = append(resp.Nodes, &secretv1.NodeClock{
