@@ -58,8 +58,14 @@ func (s *servingCert) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The chain sent in the handshake ends with the issuing root: an agent that bootstraps pins the CA
+	// by fingerprint and has nothing else to verify the server with (TLS clients ignore a sent root).
+	ca, err := s.auth.Issuer(ctx)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
 	tc := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
-	for _, c := range certs {
+	for _, c := range append(certs, ca.Roots...) {
 		tc.Certificate = append(tc.Certificate, c.Raw)
 	}
 	s.cur.Store(&tc)
