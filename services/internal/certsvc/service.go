@@ -108,7 +108,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("certsvc: RenewFraction %v is outside [0.1, 0.9]", cfg.RenewFraction)
 	}
 	s := &Service{cfg: cfg, st: cfg.Store}
-	s.hub = fanout.New(s.buildSnapshot, fanout.Options{})
+	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "credentials"})
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(newExpiryCollector(cfg.View.Mirror(), cfg.Now)); err != nil {
 			return nil, fmt.Errorf("certsvc: register metrics: %w", err)

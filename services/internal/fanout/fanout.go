@@ -8,8 +8,26 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
+
+var (
+	pushLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "warden_push_latency_seconds",
+		Help:    "Time from a change reaching this replica to the new snapshot being handed to a stream's sender.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+	}, []string{"stream"})
+	subscribers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warden_stream_subscribers",
+		Help: "Open snapshot subscriptions (connected agents) per stream.",
+	}, []string{"stream"})
+)
+
+// Collectors are the package's metrics, for the process's registry.
+func Collectors() []prometheus.Collector { return []prometheus.Collector{pushLatency, subscribers} }
 
 // BuildFunc computes the snapshot of one key (a node id) and its version. An error ends the
 // subscriber's stream with that error (e.g. the node was decommissioned).
@@ -20,6 +38,10 @@ type Hub[T any] struct {
 	build    BuildFunc[T]
 	quiet    time.Duration
 	maxDelay time.Duration
+	latency  prometheus.Observer
+	subGauge prometheus.Gauge
+	// burstStart is when the first change of the pending burst was notified (unix nanoseconds; 0: none).
+	burstStart atomic.Int64
 
 	mu    sync.Mutex
 	subs  map[*Sub[T]]struct{}
@@ -29,6 +51,7 @@ type Hub[T any] struct {
 // Options tune coalescing: a burst of changes is recomputed once, after Quiet without further change or
 // at most MaxDelay after the first one.
 type Options struct {
+	Name     string        // the stream, as a metric label (e.g. "policy")
 	Quiet    time.Duration // default 10ms
 	MaxDelay time.Duration // default 100ms
 }
@@ -41,7 +64,11 @@ func New[T any](build BuildFunc[T], opts Options) *Hub[T] {
 	if opts.MaxDelay == 0 {
 		opts.MaxDelay = 100 * time.Millisecond
 	}
-	return &Hub[T]{build: build, quiet: opts.Quiet, maxDelay: opts.MaxDelay, subs: map[*Sub[T]]struct{}{}, dirty: make(chan struct{}, 1)}
+	return &Hub[T]{
+		build: build, quiet: opts.Quiet, maxDelay: opts.MaxDelay,
+		latency: pushLatency.WithLabelValues(opts.Name), subGauge: subscribers.WithLabelValues(opts.Name),
+		subs: map[*Sub[T]]struct{}{}, dirty: make(chan struct{}, 1),
+	}
 }
 
 // Sub is one subscriber's mailbox.
@@ -50,38 +77,45 @@ type Sub[T any] struct {
 	hub  *Hub[T]
 	wake chan struct{}
 
-	mu      sync.Mutex
-	snap    T
-	version int64 // of snap
-	sent    int64 // version last handed out by Next
-	err     error
+	mu        sync.Mutex
+	snap      T
+	version   int64     // of snap
+	changedAt time.Time // when the change that produced snap reached the hub (zero for the first)
+	sent      int64     // version last handed out by Next
+	err       error
 }
 
 // Subscribe registers key. lastVersion is what the subscriber already holds: a snapshot with that
 // version is not delivered again.
 func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
 	s := &Sub[T]{Key: key, hub: h, wake: make(chan struct{}, 1), sent: lastVersion}
-	s.offer(h.build(key))
+	snap, v, err := h.build(key)
+	s.offer(snap, v, err, time.Time{})
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
+	h.subGauge.Inc()
 	return s
 }
 
 // Close unregisters the subscriber.
 func (s *Sub[T]) Close() {
 	s.hub.mu.Lock()
+	_, ok := s.hub.subs[s]
 	delete(s.hub.subs, s)
 	s.hub.mu.Unlock()
+	if ok {
+		s.hub.subGauge.Dec()
+	}
 }
 
-func (s *Sub[T]) offer(snap T, version int64, err error) {
+func (s *Sub[T]) offer(snap T, version int64, err error, changedAt time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
 		s.err = err
 	} else if version > s.version {
-		s.snap, s.version = snap, version
+		s.snap, s.version, s.changedAt = snap, version, changedAt
 	} else {
 		return
 	}
@@ -111,7 +145,11 @@ func (s *Sub[T]) Next(ctx context.Context, heartbeat time.Duration) (snap T, ver
 		if s.version > s.sent {
 			s.sent = s.version
 			snap, version = s.snap, s.version
+			changedAt := s.changedAt
 			s.mu.Unlock()
+			if !changedAt.IsZero() {
+				s.hub.latency.Observe(time.Since(changedAt).Seconds())
+			}
 			return snap, version, false, nil
 		}
 		s.mu.Unlock()
@@ -133,6 +171,7 @@ func (s *Sub[T]) Next(ctx context.Context, heartbeat time.Duration) (snap T, ver
 
 // Notify marks the hub dirty; Run recomputes after the coalescing delay.
 func (h *Hub[T]) Notify() {
+	h.burstStart.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case h.dirty <- struct{}{}:
 	default:
@@ -187,6 +226,10 @@ func (h *Hub[T]) coalesce(ctx context.Context) {
 
 // Recompute builds every subscriber's snapshot now, once per distinct key, spread over the CPUs.
 func (h *Hub[T]) Recompute() {
+	var changedAt time.Time
+	if ns := h.burstStart.Swap(0); ns != 0 {
+		changedAt = time.Unix(0, ns)
+	}
 	h.mu.Lock()
 	byKey := make(map[string][]*Sub[T], len(h.subs))
 	for s := range h.subs {
@@ -206,7 +249,7 @@ func (h *Hub[T]) Recompute() {
 			for k := range keys {
 				snap, v, err := h.build(k)
 				for _, s := range byKey[k] {
-					s.offer(snap, v, err)
+					s.offer(snap, v, err, changedAt)
 				}
 			}
 		}()

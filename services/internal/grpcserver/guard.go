@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -23,6 +24,7 @@ type guard struct {
 	denials DenialRecorder
 	log     *slog.Logger
 	limits  *limiter
+	streams *prometheus.GaugeVec
 }
 
 const (
@@ -58,6 +60,9 @@ func (g *guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		return apierr.ToStatus(ctx, g.log, info.FullMethod, err)
 	}
 	defer release()
+	open := g.streams.WithLabelValues(string(c.Role), info.FullMethod)
+	open.Inc()
+	defer open.Dec()
 	ws := &authorizingStream{ServerStream: ss, ctx: authn.WithCaller(ctx, c), g: g, caller: c, method: info.FullMethod}
 	if strings.HasPrefix(info.FullMethod, reflectionPrefix) {
 		ws.reflection = true

@@ -93,6 +93,15 @@ func New(cfg Config) (*Server, error) {
 		denials: cfg.Denials,
 		log:     cfg.Log,
 		limits:  newLimiter(cfg.Limits),
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "warden_open_streams",
+			Help: "Open server streams by caller role and method (agents connected, by role).",
+		}, []string{"role", "method"}),
+	}
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(g.streams); err != nil {
+			return nil, fmt.Errorf("register stream metrics: %w", err)
+		}
 	}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		cfg.Log.Log(ctx, slog.Level(lvl), msg, fields...)

@@ -54,7 +54,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
 	s := &Service{cfg: cfg, mirror: mirror.New(cfg.Store, "", cfg.Log.With("component", "mesh-mirror"))}
-	s.hub = fanout.New(s.buildPeers, fanout.Options{})
+	s.hub = fanout.New(s.buildPeers, fanout.Options{Name: "peers"})
 	return s, nil
 }
 

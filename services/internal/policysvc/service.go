@@ -110,7 +110,7 @@ func New(cfg Config) (*Service, error) {
 		versions: map[uint64]*policyv1.PolicyVersion{},
 		renders:  map[renderKey]*policyv1.RenderedPolicy{},
 	}
-	s.hub = fanout.New(s.build, fanout.Options{})
+	s.hub = fanout.New(s.build, fanout.Options{Name: "policy"})
 	if cfg.Metrics != nil {
 		if err := s.registerMetrics(cfg.Metrics); err != nil {
 			return nil, fmt.Errorf("policysvc: metrics: %w", err)

@@ -105,7 +105,7 @@ func New(cfg Config) (*Service, error) {
 		acks:    mirror.New(cfg.Store, prefAcks, cfg.Log.With("component", "ack-mirror")),
 		values:  valueCache{m: map[string]cachedValue{}},
 	}
-	s.hub = fanout.New(s.buildSnapshot, fanout.Options{})
+	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "secrets"})
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(newCollector(s)); err != nil {
 			return nil, fmt.Errorf("secretsvc: register metrics: %w", err)

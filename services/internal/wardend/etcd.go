@@ -12,14 +12,18 @@ import (
 	"os"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/warden-sec/warden/services/internal/etcdembed"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 
 // openEtcd starts the embedded etcd or dials the external cluster. The returned closer stops both.
-func openEtcd(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Client, func(), error) {
+// Every etcd request is timed (grpc_client_handling_seconds{grpc_service="etcdserverpb.KV",…}).
+func openEtcd(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*store.Client, func(), error) {
 	var ccfg clientv3.Config
 	var embedded *etcdembed.Server
 	if len(cfg.EtcdEndpoints) == 0 {
@@ -35,6 +39,13 @@ func openEtcd(ctx context.Context, cfg *Config, log *slog.Logger) (*store.Client
 			return nil, nil, err
 		}
 	}
+	etcdMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
+	if err := reg.Register(etcdMetrics); err != nil {
+		return nil, nil, fmt.Errorf("register etcd metrics: %w", err)
+	}
+	ccfg.DialOptions = append(ccfg.DialOptions,
+		grpc.WithChainUnaryInterceptor(etcdMetrics.UnaryClientInterceptor()),
+		grpc.WithChainStreamInterceptor(etcdMetrics.StreamClientInterceptor()))
 	client, err := store.Open(ctx, ccfg, cfg.EtcdTimeout, log.With("component", "store"))
 	if err != nil {
 		if embedded != nil {

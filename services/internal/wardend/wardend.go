@@ -22,6 +22,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/authn"
 	"github.com/warden-sec/warden/services/internal/certsvc"
+	"github.com/warden-sec/warden/services/internal/fanout"
 	"github.com/warden-sec/warden/services/internal/grpcserver"
 	"github.com/warden-sec/warden/services/internal/rungroup"
 	"github.com/warden-sec/warden/services/internal/seal"
@@ -73,7 +74,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 	if err != nil {
 		return err
 	}
-	client, closeEtcd, err := openEtcd(ctx, &cfg, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(fanout.Collectors()...)
+	client, closeEtcd, err := openEtcd(ctx, &cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -129,8 +133,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 		})
 	})
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	auditLog := audit.New(client, log.With("component", "audit"))
 	tokens := adminsvc.NewTokenVerifier(client.Namespace(adminsvc.Prefix), log.With("component", "tokens"))
 	g.Go("token verifier", tokens.Run)
