@@ -1,6 +1,3 @@
-// Package agent assembles warden-agent: the node core (bootstrap, streams, files, renewal, cache), the
-// app reloader, the status file, the optional fronts and, on a Coreapp, the mesh prober. main only
-// parses flags and calls Run.
 package agent
 
 import (

@@ -93,12 +93,6 @@ func NewWebapp(cfg WebappConfig) (*Webapp, error) {
 	return w, nil
 }
 
-// Handler is the HTTP side of the front (allowlist, headers, proxy) without TLS.
-func (w *Webapp) Handler() http.Handler { return w.handler }
-
-// TLSConfig is the server config the front listens with.
-func (w *Webapp) TLSConfig() *tls.Config { return w.tlsBase }
-
 // Run serves until ctx is done, then shuts down gracefully.
 func (w *Webapp) Run(ctx context.Context) error {
 	srv := &http.Server{

@@ -143,7 +143,6 @@ func (a *Agent) bootstrapWith(ctx context.Context, server string, key crypto.Sig
 	if _, err := h.leaf().Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, nil, fmt.Errorf("%w: the identity does not verify against the trust bundle returned: %v", errTokenRefused, err)
 	}
-	h.obtained = a.cfg.Now()
 	return h, []byte(resp.GetTrustBundlePem()), nil
 }
 

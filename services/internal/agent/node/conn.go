@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
+	"github.com/warden-sec/warden/services/internal/backoff"
 	"github.com/warden-sec/warden/services/internal/identity"
 )
 
@@ -91,6 +94,15 @@ func (a *Agent) newConn() (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(r.Scheme()+":///control-plane",
 		grpc.WithResolvers(r),
 		grpc.WithDefaultServiceConfig(serviceConfig),
+		// The channel re-dials a lost server by itself. gRPC's jitter is symmetric: with the widest
+		// setting (±100 %) a delay d is drawn from [0, 2d], which spreads agents cut off by a restarting
+		// replica as widely as full jitter does; halving the ceiling keeps the agent's 30 s bound.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: grpcbackoff.Config{
+				BaseDelay: backoff.DefaultInitial / 2, Multiplier: backoff.DefaultMultiplier, Jitter: 1, MaxDelay: backoff.DefaultMax / 2,
+			},
+			MinConnectTimeout: 10 * time.Second,
+		}),
 		grpc.WithTransportCredentials(credentials.NewTLS(a.sessionTLS())),
 	)
 	if err != nil {

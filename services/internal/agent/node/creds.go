@@ -119,6 +119,9 @@ func (a *Agent) applyCredentials(ctx context.Context, snap *certv1.WatchCredenti
 			errs = append(errs, fmt.Errorf("%s certificate (%s): %w", KindName(kind), reason, err))
 			continue
 		}
+		if reason == reasonNoCurrent {
+			h.noCurrentAt = now
+		}
 		next[kind] = h
 		if kind == certv1.CertKind_CERT_KIND_IDENTITY {
 			renewedIdentity = true
@@ -196,7 +199,7 @@ func (a *Agent) issue(ctx context.Context, kind certv1.CertKind, kt certv1.KeyTy
 	defer cancel()
 	resp, err := certv1.NewCertServiceClient(conn).IssueCertificate(ctx, &certv1.IssueCertificateRequest{
 		NodeId: a.cfg.NodeID, Kind: kind, CsrPem: string(csr),
-	})
+	}, grpc.WaitForReady(true))
 	if err != nil {
 		return nil, fmt.Errorf("IssueCertificate: %w", err)
 	}
@@ -215,7 +218,6 @@ func (a *Agent) issue(ctx context.Context, kind certv1.CertKind, kt certv1.KeyTy
 	if _, err := h.leaf().Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("certificate returned does not verify against the trust bundle: %w", err)
 	}
-	h.obtained = a.cfg.Now()
 	a.log.Info("certificate obtained", "kind", KindName(kind), "serial", h.serial(), "expires", h.leaf().NotAfter)
 	return h, nil
 }
@@ -287,7 +289,7 @@ func (a *Agent) ackCredentials(ctx context.Context, snap *certv1.WatchCredential
 	}
 	return a.unary(ctx, func(ctx context.Context, conn *grpc.ClientConn, sent time.Time) (*timestamppb.Timestamp, error) {
 		req.AgentTime = timestamppb.New(sent)
-		resp, err := certv1.NewCertServiceClient(conn).AckCredentials(ctx, req)
+		resp, err := certv1.NewCertServiceClient(conn).AckCredentials(ctx, req, grpc.WaitForReady(true))
 		return resp.GetServerTime(), err
 	})
 }

@@ -25,9 +25,14 @@ const defaultRenewFraction = 2.0 / 3.0
 // that nodes bootstrapped together do not all renew in the same second.
 const renewJitter = 0.05
 
-// recentIssue is how long a certificate this process just obtained is trusted to be "current" even
-// though a snapshot does not show it yet: the snapshot may have been built before the issuance.
-const recentIssue = time.Minute
+// noCurrentRetry is how long a certificate that was obtained because the control plane showed no
+// current one is kept although a snapshot still shows none: that snapshot may have been built before
+// the issuance (or the server may never show it), and re-issuing on every snapshot would loop, since
+// each issuance produces a new snapshot.
+const noCurrentRetry = time.Minute
+
+// reasonNoCurrent is the issue reason for a snapshot without a current certificate of the kind.
+const reasonNoCurrent = "control plane holds no current certificate of this kind"
 
 // held is one certificate with its key as the node holds it.
 type held struct {
@@ -37,8 +42,8 @@ type held struct {
 	chain    []*x509.Certificate // leaf first
 	tls      *tls.Certificate
 	external bool
-	// obtained is when this process received it; zero for what was found on disk.
-	obtained time.Time
+	// noCurrentAt is when this process obtained it for reasonNoCurrent; zero otherwise.
+	noCurrentAt time.Time
 }
 
 func (h *held) leaf() *x509.Certificate { return h.chain[0] }
@@ -126,14 +131,17 @@ func issueReason(h *held, r *certv1.RequiredCertificate, checkSANs bool, c issue
 	if checkSANs && !sameSANs(leaf, r.GetDnsNames(), r.GetIpAddresses()) {
 		return "names changed"
 	}
-	recent := !h.obtained.IsZero() && c.now.Sub(h.obtained) < recentIssue
 	switch {
 	case c.activeIssuer != "":
+		// Any current certificate names the CA that issues now (e.g. after a CA activation).
 		if !issuedBy(chains, c.activeIssuer) {
 			return "not from the active CA"
 		}
-	case r.GetCurrent() == nil && !recent:
-		return "control plane holds no current certificate of this kind"
+	case r.GetCurrent() == nil:
+		if !h.noCurrentAt.IsZero() && c.now.Sub(h.noCurrentAt) < noCurrentRetry {
+			return ""
+		}
+		return reasonNoCurrent
 	}
 	return ""
 }

@@ -4,13 +4,18 @@ import (
 	"crypto/x509"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	"github.com/warden-sec/warden/services/internal/agent/agenttest"
+	"github.com/warden-sec/warden/services/internal/agent/live"
+	"github.com/warden-sec/warden/services/internal/agent/materialize"
+	"github.com/warden-sec/warden/services/internal/agent/status"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/pki"
 )
@@ -96,7 +101,9 @@ func TestIssueReason(t *testing.T) {
 	}
 	base := issueCheck{roots: ca.Pool(), revoked: map[string]bool{}, activeIssuer: caID, now: now}
 	recent := heldOf(t, ca.Mint(id, 10*time.Hour), kind)
-	recent.obtained = now
+	recent.noCurrentAt = now
+	older := heldOf(t, ca.Mint(id, 10*time.Hour), kind)
+	older.noCurrentAt = now.Add(-2 * noCurrentRetry)
 
 	for _, tc := range []struct {
 		name      string
@@ -110,15 +117,16 @@ func TestIssueReason(t *testing.T) {
 		{name: "none held", h: nil, r: req(nil), want: "none held"},
 		{name: "expired", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.now = now.Add(11 * time.Hour); return c }, want: "expired"},
 		{name: "renewal due", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.now = now.Add(7 * time.Hour); return c }, want: "renewal due"},
-		{name: "renew fraction pushed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.RenewFraction = 0.01 }), want: "renewal due"},
+		{name: "renew fraction pushed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.RenewFraction = 0.001 }), want: "renewal due"},
 		{name: "not in bundle", h: foreign, r: req(nil), want: "does not verify against the trust bundle"},
 		{name: "revoked", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.revoked = map[string]bool{good.serial(): true}; return c }, want: "revoked"},
 		{name: "names changed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.DnsNames = []string{"web.example"} }), checkSANs: true, want: "names changed"},
 		{name: "names ignored for made-up requirement", h: good, r: req(func(r *certv1.RequiredCertificate) { r.DnsNames = nil }), checkSANs: false, want: ""},
 		{name: "ip changed", h: good, r: req(func(r *certv1.RequiredCertificate) { r.IpAddresses = []string{"10.0.0.1"} }), checkSANs: true, want: "names changed"},
 		{name: "other CA active", h: good, r: req(nil), check: func(c issueCheck) issueCheck { c.activeIssuer = pki.Fingerprint(other.Cert); return c }, want: "not from the active CA"},
-		{name: "no current anywhere", h: good, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: "control plane holds no current certificate of this kind"},
-		{name: "no current but just obtained", h: recent, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: ""},
+		{name: "no current anywhere", h: good, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: reasonNoCurrent},
+		{name: "no current but just re-issued for that", h: recent, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: ""},
+		{name: "no current long after re-issuing for that", h: older, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), check: func(c issueCheck) issueCheck { c.activeIssuer = ""; return c }, want: reasonNoCurrent},
 		{name: "current of another kind names the issuer", h: good, r: req(func(r *certv1.RequiredCertificate) { r.Current = nil }), want: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,5 +172,62 @@ func TestLoadHeldMissing(t *testing.T) {
 	}
 	if h.serial() != (&held{chain: []*x509.Certificate{l.Cert}}).serial() {
 		t.Errorf("loaded serial %s", h.serial())
+	}
+}
+
+// TestExpiredIdentityWithoutToken: an agent whose identity expired and that has no join token keeps
+// running (it serves what it has) and says clearly what to do.
+func TestExpiredIdentityWithoutToken(t *testing.T) {
+	ca, err := pki.NewRootCA(agenttest.TrustDomain, 24*time.Hour, time.Now().Add(-5*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.GenerateKey(pki.DefaultKeyType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := agenttest.Node(identity.RoleWebapp, "web-1")
+	cert, _, err := ca.Issue(pki.Template{ID: id, Lifetime: time.Hour, Client: true, Server: true}, key.Public(), time.Now().Add(-3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := pki.MarshalKeyPEM(key)
+	dataDir := t.TempDir()
+	certsDir := filepath.Join(dataDir, "certs")
+	if err := os.MkdirAll(certsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certsDir, "identity.crt"), pki.EncodeCertsPEM(cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certsDir, "identity.key"), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tracker := status.NewTracker(dataDir, status.Status{})
+	a, err := New(Config{
+		Role: identity.RoleWebapp, NodeID: "web-1", DataDir: dataDir, Servers: []string{"127.0.0.1:1"},
+		GroupID: materialize.NoGroup, State: &live.State{}, Status: tracker, Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ensureIdentity(t.Context()); err != nil {
+		t.Fatalf("ensureIdentity: %v", err)
+	}
+	errs := strings.Join(tracker.Snapshot().Errors, "\n")
+	if !strings.Contains(errs, "identity certificate expired") || !strings.Contains(errs, "--join-token") {
+		t.Errorf("status errors %q do not explain the expired identity", errs)
+	}
+
+	// With another node's name the agent refuses to start rather than act as someone else.
+	b, err := New(Config{
+		Role: identity.RoleCoreapp, NodeID: "web-1", DataDir: dataDir, Servers: []string{"127.0.0.1:1"},
+		GroupID: materialize.NoGroup, State: &live.State{}, Status: tracker, Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ensureIdentity(t.Context()); err == nil || !strings.Contains(err.Error(), "--role") {
+		t.Errorf("ensureIdentity with the wrong role = %v", err)
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
@@ -97,10 +96,9 @@ type Agent struct {
 
 	trusted []string
 
-	credsBox    *mailbox[*certv1.WatchCredentialsResponse]
-	renewWake   chan struct{}
-	clock       clockTracker
-	lastContact atomic.Int64
+	credsBox  *mailbox[*certv1.WatchCredentialsResponse]
+	renewWake chan struct{}
+	clock     clockTracker
 }
 
 // New validates cfg and prepares the directories and the cache.
@@ -196,16 +194,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// Identity is the node's identity (valid after Run started).
-func (a *Agent) Identity() identity.ID { return a.id }
-
-// Conn returns the current connection to the control plane, for components that make their own calls
-// (the mesh prober's reports); nil before Run dialled.
-func (a *Agent) Conn() *grpc.ClientConn {
-	c, _ := a.conns.current()
-	return c
-}
-
 // ensureIdentity loads the identity from disk, or bootstraps one.
 func (a *Agent) ensureIdentity(ctx context.Context) error {
 	h, err := loadHeld(a.certsDir, certv1.CertKind_CERT_KIND_IDENTITY)
@@ -231,13 +219,19 @@ func (a *Agent) ensureIdentity(ctx context.Context) error {
 			a.log.Warn("identity expired; bootstrapping again with the join token", "expired", h.leaf().NotAfter)
 			return a.bootstrap(ctx)
 		}
-		msg := fmt.Sprintf("identity certificate expired at %s; the control plane will refuse this node. "+
-			"Create a join token (CreateJoinToken) and restart the agent with --join-token and --ca-fingerprint",
-			h.leaf().NotAfter.Format(time.RFC3339))
-		a.log.Error(msg)
-		a.cfg.Status.SetError("identity", msg)
+		a.reportExpiredIdentity(h.leaf().NotAfter)
 	}
 	return nil
+}
+
+// reportExpiredIdentity says what the operator must do: an expired identity cannot renew itself,
+// since renewal authenticates with it.
+func (a *Agent) reportExpiredIdentity(notAfter time.Time) {
+	msg := fmt.Sprintf("identity certificate expired at %s; the control plane refuses this node and it cannot renew. "+
+		"Create a join token (CreateJoinToken) and restart the agent with --join-token and --ca-fingerprint",
+		notAfter.Format(time.RFC3339))
+	a.log.Error(msg)
+	a.cfg.Status.SetError("identity", msg)
 }
 
 // loadState publishes what is on disk and in the cache, so that the fronts serve at once and the streams
@@ -337,7 +331,6 @@ func (a *Agent) setVersion(stream string, v int64, at time.Time) {
 // contact records that the control plane answered.
 func (a *Agent) contact(server string) {
 	now := a.cfg.Now()
-	a.lastContact.Store(now.UnixNano())
 	a.cfg.Status.Update(func(s *status.Status) {
 		s.LastContact = now
 		s.FromCache = false
@@ -345,15 +338,6 @@ func (a *Agent) contact(server string) {
 			s.Server = server
 		}
 	})
-}
-
-// LastContact is when the control plane last answered (zero if never in this process).
-func (a *Agent) LastContact() time.Time {
-	n := a.lastContact.Load()
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n)
 }
 
 // wakeRenewal makes the renewal loop recompute its next deadline.
@@ -368,6 +352,14 @@ func (a *Agent) wakeRenewal() {
 // time. The reconciliation itself decides what to renew and retries failures.
 func (a *Agent) renewLoop(ctx context.Context) {
 	for {
+		a.applyMu.Lock()
+		id := a.held[certv1.CertKind_CERT_KIND_IDENTITY]
+		a.applyMu.Unlock()
+		if id != nil && !a.cfg.Now().Before(id.leaf().NotAfter) {
+			a.reportExpiredIdentity(id.leaf().NotAfter)
+		} else {
+			a.cfg.Status.SetError("identity", "")
+		}
 		next := a.nextRenewal()
 		wait := time.Until(next)
 		if next.IsZero() {

@@ -31,16 +31,17 @@ type runningAgent struct {
 	state   *live.State
 	tracker *status.Tracker
 	cancel  context.CancelFunc
-	done    chan error
+	exited  chan struct{}
+	err     error
 }
 
 func (r *runningAgent) stop(t *testing.T) {
 	t.Helper()
 	r.cancel()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("agent stopped with %v", err)
+	case <-r.exited:
+		if r.err != nil {
+			t.Errorf("agent stopped with %v", r.err)
 		}
 	case <-time.After(wait):
 		t.Fatal("agent did not stop")
@@ -58,11 +59,14 @@ func newAgent(t *testing.T, cfg Config) *runningAgent {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningAgent{a: a, state: state, tracker: tracker, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
+	r := &runningAgent{a: a, state: state, tracker: tracker, cancel: cancel, exited: make(chan struct{})}
+	go func() {
+		r.err = a.Run(ctx)
+		close(r.exited)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		<-r.done
+		<-r.exited
 	})
 	return r
 }
@@ -109,7 +113,7 @@ func TestAgentAgainstWardend(t *testing.T) {
 	dataDir := t.TempDir()
 	base := Config{
 		Role: identity.RoleWebapp, NodeID: "web-1", DataDir: dataDir, Servers: []string{addr},
-		JoinToken: created.GetJoinToken(), CAFile: env.Admin.CA, StreamIdle: 10 * time.Second,
+		JoinToken: created.GetJoinToken(), StreamIdle: 10 * time.Second,
 	}
 
 	t.Run("wrong pin refused", func(t *testing.T) {
@@ -122,11 +126,10 @@ func TestAgentAgainstWardend(t *testing.T) {
 		cfg.DataDir = t.TempDir()
 		r := newAgent(t, cfg)
 		select {
-		case err := <-r.done:
-			if !errors.Is(err, ErrPinMismatch) {
-				t.Fatalf("Run = %v, want ErrPinMismatch", err)
+		case <-r.exited:
+			if !errors.Is(r.err, ErrPinMismatch) {
+				t.Fatalf("Run = %v, want ErrPinMismatch", r.err)
 			}
-			r.done <- nil
 		case <-time.After(wait):
 			t.Fatal("agent with a wrong pin did not give up")
 		}
@@ -229,8 +232,9 @@ func TestAgentAgainstWardend(t *testing.T) {
 	// Control plane back on the same address: the agent resynchronises.
 	restarted := time.Now()
 	env2 := wardentest.Start(t, wardentest.Options{DataDir: wdDir, Configure: configure})
-	etcdtest.Eventually(t, wait, func() bool {
-		return r2.a.LastContact().After(restarted)
+	// The channel's reconnect back-off may have grown to its 30 s ceiling while wardend was down.
+	etcdtest.Eventually(t, 2*wait, func() bool {
+		return r2.tracker.Snapshot().LastContact.After(restarted)
 	}, "agent reached the restarted control plane")
 	// A rotation after the restart reaches the agent.
 	rot, err := secretv1.NewSecretServiceClient(env2.AdminConn()).RotateSecret(ctx, &secretv1.RotateSecretRequest{Name: WASecretName})

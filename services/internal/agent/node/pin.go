@@ -47,7 +47,8 @@ func verifyPinned(rawCerts [][]byte, pin string, candidates []*x509.Certificate)
 		for _, c := range presented {
 			seen = append(seen, pki.Fingerprint(c)[:16]+"…")
 		}
-		return identity.ID{}, fmt.Errorf("%w: no CA certificate with fingerprint %s among the %d presented (%s) or in --ca-file",
+		return identity.ID{}, fmt.Errorf("%w: no CA certificate with fingerprint %s among the %d presented (%s) or in --ca-file; "+
+			"if the server does not present its root, pass the CA certificate with --ca-file",
 			ErrPinMismatch, pin, len(presented), strings.Join(seen, ", "))
 	}
 	roots := x509.NewCertPool()

@@ -85,7 +85,7 @@ func (a *Agent) ackPolicy(ctx context.Context, snap *policyv1.WatchPolicyRespons
 		req.Error = applyErr.Error()
 	}
 	return a.unary(ctx, func(ctx context.Context, conn *grpc.ClientConn, _ time.Time) (*timestamppb.Timestamp, error) {
-		_, err := policyv1.NewPolicyServiceClient(conn).AckPolicy(ctx, req)
+		_, err := policyv1.NewPolicyServiceClient(conn).AckPolicy(ctx, req, grpc.WaitForReady(true))
 		return nil, err
 	})
 }
@@ -115,7 +115,7 @@ func (a *Agent) applyPeers(_ context.Context, snap *meshv1.WatchPeersResponse) e
 // ReportPeerHealth sends the mesh prober's view of its peers.
 func (a *Agent) ReportPeerHealth(ctx context.Context, peers []*meshv1.PeerReachability) error {
 	return a.unary(ctx, func(ctx context.Context, conn *grpc.ClientConn, _ time.Time) (*timestamppb.Timestamp, error) {
-		_, err := meshv1.NewMeshServiceClient(conn).ReportPeerHealth(ctx, &meshv1.ReportPeerHealthRequest{NodeId: a.cfg.NodeID, Peers: peers})
+		_, err := meshv1.NewMeshServiceClient(conn).ReportPeerHealth(ctx, &meshv1.ReportPeerHealthRequest{NodeId: a.cfg.NodeID, Peers: peers}, grpc.WaitForReady(true))
 		return nil, err
 	})
 }

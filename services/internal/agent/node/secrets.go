@@ -233,7 +233,7 @@ func (a *Agent) ackSecrets(ctx context.Context, snap *secretv1.WatchSecretsRespo
 	return a.unary(ctx, func(ctx context.Context, conn *grpc.ClientConn, sent time.Time) (*timestamppb.Timestamp, error) {
 		req.AgentTime = timestamppb.New(sent)
 		req.Rtt = durationpb.New(a.clock.lastRTT())
-		resp, err := secretv1.NewSecretServiceClient(conn).AckSecrets(ctx, req)
+		resp, err := secretv1.NewSecretServiceClient(conn).AckSecrets(ctx, req, grpc.WaitForReady(true))
 		return resp.GetServerTime(), err
 	})
 }

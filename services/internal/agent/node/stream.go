@@ -120,6 +120,10 @@ func runStream[T snapshot](ctx context.Context, a *Agent, spec streamSpec[T]) {
 			s.Connected = false
 			s.Error = describeRPCError(err)
 		})
+		if _, now := a.conns.current(); now != gen {
+			a.log.Debug("resubscribing on the new connection", "stream", spec.name)
+			continue
+		}
 		d := bo.Next()
 		a.log.Warn("stream ended; resubscribing", "stream", spec.name, "in", d.Round(time.Millisecond), "err", err)
 		select {
@@ -138,7 +142,9 @@ func receive[T snapshot](ctx context.Context, a *Agent, spec streamSpec[T], conn
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var p peer.Peer
-	recv, err := spec.open(sctx, conn, a.version(spec.name), grpc.Peer(&p))
+	// WaitForReady: while the control plane is down the call waits for the channel's own reconnection
+	// instead of failing at once and spinning.
+	recv, err := spec.open(sctx, conn, a.version(spec.name), grpc.Peer(&p), grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}

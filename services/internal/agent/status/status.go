@@ -363,7 +363,7 @@ func orDash(s string) string {
 }
 
 func round(d time.Duration) time.Duration {
-	if d < time.Minute {
+	if d < time.Hour {
 		return d.Round(time.Second)
 	}
 	return d.Round(time.Minute)
