@@ -32,8 +32,8 @@ const (
 	DefaultRetentionEvery = time.Hour
 )
 
-// retentionElection picks the one replica that prunes the audit log.
-const retentionElection = "audit-retention"
+// RetentionElection picks the one replica that prunes the audit log.
+const RetentionElection = "audit-retention"
 
 // Config are the service's dependencies.
 type Config struct {
@@ -132,7 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.bootstrapWithRetry(ctx); err != nil {
 		return err
 	}
-	return s.cfg.Client.RunElected(ctx, retentionElection, s.cfg.ReplicaID, s.retention)
+	return s.cfg.Client.RunElected(ctx, RetentionElection, s.cfg.ReplicaID, s.retention)
 }
 
 func (s *Service) bootstrapWithRetry(ctx context.Context) error {

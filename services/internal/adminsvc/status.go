@@ -3,17 +3,19 @@ package adminsvc
 import (
 	"context"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/certsvc"
+	"github.com/warden-sec/warden/services/internal/secretsvc"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/warden-sec/warden/gen/warden/admin/v1"
 )
 
-// leaderElections are asked in order for the replica running periodic jobs: "periodic" names the
-// shared job runner, and audit retention runs on every deployment (AdminService is always hosted),
-// so its leader answers when no service campaigns in "periodic".
-var leaderElections = []string{"periodic", retentionElection}
+// periodicJobs are the etcd elections of every periodic job. Each service elects its own runner (a
+// replica may host only some services), so the leaders can differ.
+var periodicJobs = []string{certsvc.CRLElection, secretsvc.RotationElection, RetentionElection}
 
 // GetStatus is the one-screen summary of this replica and the cluster.
 func (s *Service) GetStatus(ctx context.Context, _ *adminv1.GetStatusRequest) (*adminv1.GetStatusResponse, error) {
@@ -39,23 +41,36 @@ func (s *Service) GetStatus(ctx context.Context, _ *adminv1.GetStatusRequest) (*
 		resp.EtcdEndpoints = []string{"embedded"}
 	}
 	if resp.EtcdHealthy {
-		for _, name := range leaderElections {
-			leader, err := s.cfg.Client.Leader(ctx, name)
-			if err != nil {
-				resp.Warnings = append(resp.Warnings, fmt.Sprintf("leader of periodic jobs unknown: %v", err))
-				break
-			}
-			if leader != "" {
-				resp.LeaderReplicaId = leader
-				break
-			}
-		}
-		if resp.LeaderReplicaId == "" {
-			resp.Warnings = append(resp.Warnings, "no replica is running periodic jobs (no leader elected)")
-		}
+		resp.LeaderReplicaId = s.periodicLeaders(ctx, resp)
 	}
 	if s.cfg.DevSeal {
 		resp.Warnings = append(resp.Warnings, "dev-mode seal key: secrets are sealed with a key kept in the data dir beside them; use --seal-key-file in production")
 	}
 	return resp, nil
+}
+
+// periodicLeaders names the replica running the periodic jobs: one id when one replica runs them all,
+// else "job=replica" pairs. Jobs without a leader (their service is hosted nowhere, or etcd lost the
+// session) are reported as warnings.
+func (s *Service) periodicLeaders(ctx context.Context, resp *adminv1.GetStatusResponse) string {
+	var pairs []string
+	distinct := map[string]bool{}
+	for _, job := range periodicJobs {
+		leader, err := s.cfg.Client.Leader(ctx, job)
+		switch {
+		case err != nil:
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("leader of %s unknown: %v", job, err))
+		case leader == "":
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("no replica runs %s (no leader elected)", job))
+		default:
+			pairs = append(pairs, job+"="+leader)
+			distinct[leader] = true
+		}
+	}
+	if len(distinct) == 1 {
+		for id := range distinct {
+			return id
+		}
+	}
+	return strings.Join(pairs, ", ")
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/warden-sec/warden/services/internal/authn"
 	"github.com/warden-sec/warden/services/internal/authz"
+	"github.com/warden-sec/warden/services/internal/fanout"
 	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/store"
 )
@@ -88,6 +89,8 @@ func ToStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, ErrExhausted):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, fanout.ErrClosed):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, store.ErrUnavailable):
 		return status.Error(codes.Unavailable, "storage unavailable: etcd has no quorum or cannot be reached; retry later")
 	case errors.Is(err, context.Canceled):

@@ -117,6 +117,9 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// CRLElection is the etcd election of the replica that keeps the CRL fresh.
+const CRLElection = "cert-crl"
+
 // Register adds the service to s.
 func (s *Service) Register(r grpc.ServiceRegistrar) { certv1.RegisterCertServiceServer(r, s) }
 
@@ -136,7 +139,7 @@ func (s *Service) Run(ctx context.Context) error {
 		})
 	})
 	wg.Go(func() { _ = s.hub.Run(ctx) })
-	err := s.cfg.Client.RunElected(ctx, "cert-crl", s.cfg.ReplicaID, s.crlJob)
+	err := s.cfg.Client.RunElected(ctx, CRLElection, s.cfg.ReplicaID, s.crlJob)
 	cancel()
 	wg.Wait()
 	return err

@@ -6,6 +6,7 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,11 @@ var (
 		Help: "Open snapshot subscriptions (connected agents) per stream.",
 	}, []string{"stream"})
 )
+
+// ErrClosed ends every subscription when its hub stops (the replica is shutting down), so that the
+// streams end at once and their agents reconnect to another replica instead of waiting out the
+// server's graceful stop.
+var ErrClosed = errors.New("the server is shutting down; reconnect")
 
 // Collectors are the package's metrics, for the process's registry.
 func Collectors() []prometheus.Collector { return []prometheus.Collector{pushLatency, subscribers} }
@@ -194,6 +200,7 @@ func (h *Hub[T]) Follow(ctx context.Context, changed func() <-chan struct{}) {
 
 // Run recomputes every subscriber's snapshot after each coalesced burst of Notify calls.
 func (h *Hub[T]) Run(ctx context.Context) error {
+	defer h.closeAll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -202,6 +209,19 @@ func (h *Hub[T]) Run(ctx context.Context) error {
 		}
 		h.coalesce(ctx)
 		h.Recompute()
+	}
+}
+
+func (h *Hub[T]) closeAll() {
+	h.mu.Lock()
+	subs := make([]*Sub[T], 0, len(h.subs))
+	for s := range h.subs {
+		subs = append(subs, s)
+	}
+	h.mu.Unlock()
+	var zero T
+	for _, s := range subs {
+		s.offer(zero, 0, ErrClosed, time.Time{})
 	}
 }
 

@@ -96,3 +96,18 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 		t.Fatalf("slow subscriber got %d, want the newest (99)", got)
 	}
 }
+
+func TestRunEndClosesSubscribers(t *testing.T) {
+	st := &state{v: map[string]int64{"a": 1}}
+	h := New(st.build, Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	s := h.Subscribe("a", 1)
+	defer s.Close()
+	cancel()
+	<-done
+	if _, _, _, err := s.Next(t.Context(), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Next after the hub stopped = %v, want ErrClosed", err)
+	}
+}

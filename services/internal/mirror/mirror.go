@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/warden-sec/warden/services/internal/store"
 )
@@ -28,12 +30,17 @@ type Mirror struct {
 	keys       []string
 	tombstones int
 	// floor is the revision of the last full reload or tombstone purge: no version is older.
-	floor   int64
-	rev     int64
-	ready   chan struct{}
-	once    sync.Once
-	changed chan struct{} // closed and replaced after every applied batch
-	waiters []waiter      // ChangedUnder channels, closed by the next batch that touches their prefixes
+	floor int64
+	rev   int64
+	ready chan struct{}
+	once  sync.Once
+	// asking is set while a progress request is outstanding, so that many builders waiting for this
+	// mirror cause one request.
+	asking  atomic.Bool
+	want    atomic.Int64                    // highest revision a caller of Fresh waits for
+	runCtx  atomic.Pointer[context.Context] // Run's context: progress requests end with it
+	changed chan struct{}                   // closed and replaced after every applied batch
+	waiters []waiter                        // ChangedUnder channels, closed by the next batch that touches their prefixes
 }
 
 type waiter struct {
@@ -42,7 +49,8 @@ type waiter struct {
 }
 
 func (w waiter) touchedBy(b store.WatchBatch) bool {
-	if b.Reset {
+	// A progress batch changes no key but may make a snapshot that waited for this mirror buildable.
+	if b.Reset || b.Progress {
 		return true
 	}
 	for _, ev := range b.Events {
@@ -74,6 +82,7 @@ func New(st *store.Store, prefix string, log *slog.Logger) *Mirror {
 
 // Run follows the prefix until ctx is done.
 func (m *Mirror) Run(ctx context.Context) error {
+	m.runCtx.Store(&ctx)
 	for b := range m.st.Watch(ctx, m.prefix, 0) {
 		m.apply(b)
 	}
@@ -244,4 +253,59 @@ func (m *Mirror) Version(prefix string) int64 {
 		}
 	})
 	return v
+}
+
+// Fresh reports whether every mirror has applied revision rev. Snapshots built from several mirrors
+// must not be published before: a snapshot labelled with rev but missing an older change of a lagging
+// mirror would keep that label once the change arrives, and never be sent. Lagging mirrors are asked
+// for a progress notification (their watch may simply have nothing to report); its arrival fires
+// their Changed and ChangedUnder channels, so the caller's hub rebuilds.
+func Fresh(rev int64, ms ...*Mirror) bool {
+	fresh := true
+	for _, m := range ms {
+		if m.Revision() >= rev {
+			continue
+		}
+		fresh = false
+		m.requestProgress(rev)
+	}
+	return fresh
+}
+
+// requestProgress asks etcd for progress until the mirror has reached rev. etcd answers a progress
+// request only while the watch is caught up, and may drop one made just before, so one request is
+// not enough: it asks again until the mirror gets there (bounded; the next change retries anyway).
+func (m *Mirror) requestProgress(rev int64) {
+	for {
+		w := m.want.Load()
+		if w >= rev || m.want.CompareAndSwap(w, rev) {
+			break
+		}
+	}
+	run := m.runCtx.Load()
+	if run == nil || !m.asking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer m.asking.Store(false)
+		wait := 20 * time.Millisecond
+		for attempt := 0; attempt < 30 && m.Revision() < m.want.Load(); attempt++ {
+			ctx, cancel := context.WithTimeout(*run, 5*time.Second)
+			err := m.st.RequestProgress(ctx)
+			cancel()
+			if err != nil && (*run).Err() == nil {
+				m.log.Warn("watch progress request failed", "err", err)
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-m.Changed():
+			case <-t.C:
+				wait = min(2*wait, time.Second)
+			case <-(*run).Done():
+				t.Stop()
+				return
+			}
+			t.Stop()
+		}
+	}()
 }

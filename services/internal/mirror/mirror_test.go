@@ -72,3 +72,41 @@ func TestMirrorFollowsPrefixAndVersions(t *testing.T) {
 		t.Fatalf("Version(acks/) = %d moved with an unrelated delete", v)
 	}
 }
+
+// TestFreshWaitsForProgress builds from two mirrors: after a change under only one of them, the other
+// is behind until etcd confirms its progress, and Fresh says so until then.
+func TestFreshWaitsForProgress(t *testing.T) {
+	c := etcdtest.Start(t)
+	ctx := t.Context()
+	a := New(c.Namespace("/a/"), "", etcdtest.Logger(t))
+	b := New(c.Namespace("/b/"), "", etcdtest.Logger(t))
+	for _, m := range []*Mirror{a, b} {
+		go func() { _ = m.Run(ctx) }()
+		if err := m.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev, err := c.Namespace("/b/").Put(ctx, "k", []byte("v"), store.Any())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if a.Revision() >= rev {
+		t.Fatalf("mirror a is at %d without any change under its prefix; the test needs it behind %d", a.Revision(), rev)
+	}
+	woken := a.ChangedUnder("anything/")
+	deadline := time.Now().Add(10 * time.Second)
+	for !Fresh(rev, a, b) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror a never confirmed revision %d (at %d)", rev, a.Revision())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-woken:
+	default:
+		t.Fatal("the progress notification did not wake ChangedUnder followers")
+	}
+}

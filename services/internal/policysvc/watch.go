@@ -19,6 +19,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/authn"
+	"github.com/warden-sec/warden/services/internal/mirror"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 
@@ -76,6 +77,10 @@ func (s *Service) build(key string) (*policyv1.RenderedPolicy, int64, error) {
 	if !ok {
 		return nil, 0, nil
 	}
+	version := max(curVersion, s.cfg.Certs.NodeVersion(node))
+	if !mirror.Fresh(version, s.cur, s.cfg.Certs.Mirror()) {
+		return nil, 0, nil // not publishable yet: the hub rebuilds when the lagging mirror catches up
+	}
 	role, zone := idRole, ""
 	if reg, ok := s.cfg.Certs.Node(node); ok {
 		role, zone = reg.Role, reg.Zone
@@ -86,7 +91,7 @@ func (s *Service) build(key string) (*policyv1.RenderedPolicy, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("render policy %d for node %s: %w", n, node, err)
 	}
-	return forNode(r, node), max(curVersion, s.cfg.Certs.NodeVersion(node)), nil
+	return forNode(r, node), version, nil
 }
 
 // selfCheck repeats authz's node_id check for the node-only RPCs, so that a change of the table

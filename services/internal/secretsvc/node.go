@@ -16,6 +16,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/authn"
 	"github.com/warden-sec/warden/services/internal/certsvc"
 	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/mirror"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 
@@ -44,6 +45,9 @@ func (s *Service) callerNode(ctx context.Context, id string) (certsvc.Node, erro
 // version whose content is older.
 func (s *Service) buildSnapshot(id string) ([]*secretv1.NodeSecret, int64, error) {
 	version := max(s.secrets.Version(prefSecrets), s.cfg.Certs.NodeVersion(id))
+	if !mirror.Fresh(version, s.secrets, s.cfg.Certs.Mirror()) {
+		return nil, 0, nil // not publishable yet: the hub rebuilds when the lagging mirror catches up
+	}
 	node, ok := s.cfg.Certs.Node(id)
 	if !ok {
 		return nil, 0, apierr.FailedPrecondition("node %s is no longer registered", id)

@@ -43,8 +43,8 @@ const (
 	DefaultRotationTimeout = 15 * time.Minute
 )
 
-// electionName is the etcd election of the rotation loop.
-const electionName = "secret-rotation"
+// RotationElection is the etcd election of the replica that runs the rotation loop.
+const RotationElection = "secret-rotation"
 
 // Config are the service's dependencies.
 type Config struct {
@@ -129,7 +129,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go("value cache", func(ctx context.Context) error { s.pruneValues(ctx); return nil })
 	g.Go("built-in secret", func(ctx context.Context) error { s.ensureBuiltin(ctx); <-ctx.Done(); return nil })
 	g.Go("rotation loop", func(ctx context.Context) error {
-		return s.cfg.Client.RunElected(ctx, electionName, s.cfg.ReplicaID, s.rotationLoop)
+		return s.cfg.Client.RunElected(ctx, RotationElection, s.cfg.ReplicaID, s.rotationLoop)
 	})
 	return g.Wait()
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -48,6 +49,9 @@ type WatchBatch struct {
 	// revision 0): Events is the full current state of the prefix as puts,
 	// and the consumer must replace what it had with it.
 	Reset bool
+	// Progress marks a batch without events: etcd's confirmation that the
+	// watch has seen everything up to Revision (see RequestProgress).
+	Progress bool
 }
 
 const (
@@ -134,6 +138,14 @@ func (w *watchLoop) once(ctx context.Context) (progressed bool, err error) {
 			return progressed, mapErr(err)
 		}
 		if len(resp.Events) == 0 {
+			// etcd sends a progress notification only once the watcher has
+			// caught up, so its header revision is safe to resume from.
+			if resp.IsProgressNotify() && resp.Header.Revision >= w.next {
+				if !w.send(ctx, WatchBatch{Revision: resp.Header.Revision, Progress: true}) {
+					return true, nil
+				}
+				w.next, progressed = resp.Header.Revision+1, true
+			}
 			continue
 		}
 		batch := WatchBatch{Events: make([]Event, len(resp.Events))}
@@ -194,4 +206,19 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// RequestProgress asks etcd to tell every watch of this client how far it has
+// seen (a Progress batch), even when nothing under its prefix changed: a
+// consumer that combines several watches can then know that each is current
+// up to a revision.
+func (s *Store) RequestProgress(ctx context.Context) error {
+	ctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	// clientv3 groups watch streams by the context's metadata: the request must carry the same
+	// require-leader marker as the watches, or it reaches no stream of ours.
+	if err := s.watcher.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
+		return fmt.Errorf("request watch progress: %w", mapErr(err))
+	}
+	return nil
 }
