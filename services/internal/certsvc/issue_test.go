@@ -134,13 +134,25 @@ func TestIssueCertificateKinds(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := map[string]float64{}
+		buckets := map[string]float64{} // kind/within → count
 		for _, mf := range mfs {
-			if mf.GetName() != "warden_cert_expiry_seconds" {
-				continue
+			switch mf.GetName() {
+			case "warden_cert_expiry_seconds":
+				for _, m := range mf.GetMetric() {
+					got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+				}
+			case "warden_certs_expiring":
+				for _, m := range mf.GetMetric() {
+					labels := map[string]string{}
+					for _, l := range m.GetLabel() {
+						labels[l.GetName()] = l.GetValue()
+					}
+					buckets[labels["kind"]+"/"+labels["within"]] += m.GetGauge().GetValue()
+				}
 			}
-			for _, m := range mf.GetMetric() {
-				got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
-			}
+		}
+		if buckets[kindIdentity+"/1d"] < 1 || buckets[kindCoreappCtl+"/30d"] < 1 || buckets[kindIdentity+"/30d"] != 0 {
+			t.Fatalf("expiry buckets %v: want identity certificates within 1d and control certificates within 30d", buckets)
 		}
 		if v := got[kindIdentity]; v < (23*time.Hour).Seconds() || v > (25*time.Hour).Seconds() {
 			t.Fatalf("identity expiry %v s, want about a day; all: %v", v, got)

@@ -110,8 +110,10 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, st: cfg.Store}
 	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "credentials"})
 	if cfg.Metrics != nil {
-		if err := cfg.Metrics.Register(newExpiryCollector(cfg.View.Mirror(), cfg.Now)); err != nil {
-			return nil, fmt.Errorf("certsvc: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{newExpiryCollector(cfg.View.Mirror(), cfg.Now), newPhaseCollector(cfg.View.Mirror())} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("certsvc: register metrics: %w", err)
+			}
 		}
 	}
 	return s, nil
