@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 )
 
 func main() {
+	bench.ServeBaselineIfAsked()
 	cfg := bench.FullConfig()
 	fs := flag.NewFlagSet("warden-bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small run in seconds: 20 agents, one issuance setting, short loops")
@@ -28,11 +30,18 @@ func main() {
 	out := fs.String("out", "text", "report format: text or json")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "keep wardend's data dir and logs here (default: a temporary dir, removed)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
+	render := fs.String("render", "", "print a report saved with -out json as text, and run nothing")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			os.Exit(0)
 		}
 		os.Exit(2)
+	}
+	if *render != "" {
+		if err := renderSaved(*render); err != nil {
+			fail(1, "%v", err)
+		}
+		return
 	}
 	if *quick {
 		q := bench.QuickConfig()
@@ -79,6 +88,18 @@ func main() {
 	if err != nil {
 		fail(1, "%v", err)
 	}
+}
+
+func renderSaved(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return rep.WriteText(os.Stdout)
 }
 
 func ints(v []int) string {

@@ -39,7 +39,10 @@ type Config struct {
 	BinDir string
 	// WorkDir is kept after the run when set (data dir, logs); empty uses a temporary one.
 	WorkDir string
-	Log     *slog.Logger
+	// Self is the executable started as the baseline server (it must call ServeBaselineIfAsked
+	// first); empty is os.Executable().
+	Self string
+	Log  *slog.Logger
 }
 
 // QuickConfig is what -quick runs.
@@ -78,9 +81,14 @@ type FanoutRow struct {
 	// Register + bootstrap + connect + first snapshot on 3 streams, for the agents added at this size.
 	SetupS float64 `json:"setup_s"`
 	// 1-minute load average after the measurements of this size.
-	Load1  float64 `json:"load1"`
-	Policy Change  `json:"policy"`
-	Secret Change  `json:"secret"`
+	Load1 float64 `json:"load1"`
+	// During this size's changes: streams that broke and were re-subscribed, acks that failed and
+	// were retried, and the last such error.
+	Resubscriptions int64  `json:"resubscriptions"`
+	AckRetries      int64  `json:"ack_retries"`
+	LastError       string `json:"last_error,omitempty"`
+	Policy          Change `json:"policy"`
+	Secret          Change `json:"secret"`
 	// Baseline: the same snapshot bytes pushed by a bare gRPC server to N streams, one TLS connection
 	// per stream as the agents have; and the same streams over BaselineConns connections.
 	Baseline      Dist `json:"baseline"`
@@ -103,9 +111,11 @@ type Change struct {
 	Active *Dist `json:"active,omitempty"`
 	// Receipts that overtook the commit RPC's response (counted as 0 ms).
 	Early int `json:"early"`
-	// Agent-rounds that did not receive (or acknowledge) the change before the round's deadline.
-	Missing int    `json:"missing"`
-	Error   string `json:"error,omitempty"`
+	// Agent-rounds that did not receive, or whose acknowledgement was not recorded, before the
+	// round's deadline.
+	Missing    int    `json:"missing"`
+	MissingAck int    `json:"missing_ack"`
+	Error      string `json:"error,omitempty"`
 }
 
 // Memory is wardend's footprint.
@@ -125,7 +135,7 @@ type MemRow struct {
 	Agents  int   `json:"agents"`
 	RSSKiB  int64 `json:"rss_kib"`
 	HeapKiB int64 `json:"heap_inuse_kib"`
-	// Relative to idle (to the start figures in quick mode).
+	// Relative to idle; not computed in quick mode, where idle is not measured.
 	RSSKiBPerAgent  float64 `json:"rss_kib_per_agent"`
 	HeapKiBPerAgent float64 `json:"heap_kib_per_agent"`
 	// Relative to the previous fleet size: the marginal cost, free of start-up effects.
@@ -159,13 +169,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Mode = "quick"
 	}
 	log := cfg.Log
-	// Per agent: its connection here and wardend's end (both in this process for the baseline), plus
-	// headroom for etcd, logs and the issuance connections.
+	// One socket per agent in each process (this one, wardend, the baseline server), plus headroom
+	// for etcd, logs and the issuance connections.
 	largest := agents[len(agents)-1]
-	if got, err := raiseNoFile(uint64(2*largest + 4096)); err != nil {
+	need := uint64(largest + 1024)
+	if got, err := raiseNoFile(need); err != nil {
 		rep.note("could not raise RLIMIT_NOFILE: %v", err)
-	} else if got < uint64(2*largest+4096) {
-		rep.note("RLIMIT_NOFILE is %d, below the %d the largest fleet needs: expect connection failures there", got, 2*largest+4096)
+	} else if got < need {
+		rep.note("RLIMIT_NOFILE is %d (the hard limit), below the %d the largest fleet needs: expect connection failures there", got, need)
 	}
 	rep.Machine = describeMachine()
 	log.Info("machine", "desc", rep.Machine.String())
@@ -250,12 +261,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	sample := f.sample.Load()
 	f.closeAgents()
 
-	runBaselines(ctx, cfg, rep, sample)
+	runBaselines(ctx, cfg, rep, sample, filepath.Join(work, "baseline"))
 	runIssuance(ctx, cfg, rep, f, w)
 	rep.Duration = time.Since(rep.Started).Seconds()
 	rep.Machine.LoadEnd = load1()
 	return rep, nil
 }
+
+// bigFleet and above get at most 3 rounds per change: 30,000 samples are plenty for a p99, and a
+// round can take a minute there.
+const bigFleet = 5000
 
 // forcedGCWait outlasts the Go runtime's forced GC period (2 minutes), plus time for the scavenger.
 const forcedGCWait = 135 * time.Second
@@ -275,22 +290,38 @@ func runFanout(ctx context.Context, cfg Config, rep *Report, f *fleet, w *warden
 		reached = n
 		row := FanoutRow{Agents: n, SetupS: took.Seconds()}
 		log.Info("fleet subscribed", "setup", took)
-		row.Policy = f.policyRounds(ctx, n, cfg.Rounds)
+		resub0, ack0 := f.reconnects.Load(), f.ackFailed.Load()
+		f.setErr(nil)
+		rounds := cfg.Rounds
+		if n >= bigFleet {
+			rounds = min(rounds, 3)
+		}
+		row.Policy = f.policyRounds(ctx, n, rounds)
 		log.Info("policy fan-out", "received", row.Policy.Received, "acked", row.Policy.Acked)
-		row.Secret = f.secretRounds(ctx, n, cfg.Rounds)
+		row.Secret = f.secretRounds(ctx, n, rounds)
 		log.Info("secret fan-out", "received", row.Secret.Received, "acked", row.Secret.Acked)
 		row.Load1 = load1()
+		row.Resubscriptions, row.AckRetries = f.reconnects.Load()-resub0, f.ackFailed.Load()-ack0
+		if err := f.err(); err != nil {
+			row.LastError = err.Error()
+		}
 		rep.Fanout = append(rep.Fanout, row)
 
 		pause(ctx, settle)
-		m := MemRow{Agents: n}
+		m := MemRow{Agents: n, HeapKiB: -1}
 		m.RSSKiB, _ = rssKiB(w.pid())
 		if h, err := w.heapInUse(ctx); err == nil {
 			m.HeapKiB = h / 1024
+			if !cfg.Quick {
+				m.HeapKiBPerAgent = float64(m.HeapKiB-rep.Memory.IdleHeapKiB) / float64(n)
+			}
+		} else {
+			rep.note("wardend heap at %d agents not scraped: %v", n, err)
 		}
 		m.BenchRSSKiB, _ = rssKiB(os.Getpid())
-		m.RSSKiBPerAgent = float64(m.RSSKiB-rep.Memory.IdleRSSKiB) / float64(n)
-		m.HeapKiBPerAgent = float64(m.HeapKiB-rep.Memory.IdleHeapKiB) / float64(n)
+		if !cfg.Quick {
+			m.RSSKiBPerAgent = float64(m.RSSKiB-rep.Memory.IdleRSSKiB) / float64(n)
+		}
 		if k := len(rep.Memory.Rows); k > 0 {
 			prev := rep.Memory.Rows[k-1]
 			m.MarginalRSSKiBPerAgent = float64(m.RSSKiB-prev.RSSKiB) / float64(n-prev.Agents)
@@ -323,7 +354,7 @@ func (f *fleet) policyRounds(ctx context.Context, n, rounds int) Change {
 		f.policy.wait(wctx, number, n, true)
 		cancel()
 		rt, at := f.policy.take(number)
-		c.Missing += max(n-len(rt), n-len(at))
+		c.Missing, c.MissingAck = c.Missing+n-len(rt), c.MissingAck+n-len(at)
 		d, early := since(t0, rt)
 		recv, c.Early = append(recv, d...), c.Early+early
 		f.log.Debug("policy round", "agents", n, "round", r, "received", summarize(d))
@@ -353,7 +384,7 @@ func (f *fleet) secretRounds(ctx context.Context, n, rounds int) Change {
 		cancel()
 		rt, at := f.staged.take(staged)
 		act, _ := f.active.take(staged)
-		c.Missing += max(n-len(rt), n-len(at))
+		c.Missing, c.MissingAck = c.Missing+n-len(rt), c.MissingAck+n-len(at)
 		d, early := since(t0, rt)
 		recv, c.Early = append(recv, d...), c.Early+early
 		f.log.Debug("secret round", "agents", n, "round", r, "received", summarize(d))
@@ -368,15 +399,23 @@ func (f *fleet) secretRounds(ctx context.Context, n, rounds int) Change {
 	return c
 }
 
-func runBaselines(ctx context.Context, cfg Config, rep *Report, sample *policyv1.WatchPolicyResponse) {
+func runBaselines(ctx context.Context, cfg Config, rep *Report, sample *policyv1.WatchPolicyResponse, dir string) {
 	if sample == nil {
 		rep.note("baseline not measured: no policy snapshot was received to replay")
 		return
 	}
+	self := cfg.Self
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			rep.note("baseline not measured: %v", err)
+			return
+		}
+	}
 	for i := range rep.Fanout {
 		row := &rep.Fanout[i]
 		row.SnapshotBytes = proto.Size(sample)
-		b, err := runBaseline(ctx, sample, row.Agents, 0, cfg.Rounds)
+		b, err := runBaseline(ctx, self, dir, sample, row.Agents, 0, cfg.Rounds)
 		if err != nil {
 			rep.note("baseline at %d streams: %v", row.Agents, err)
 			continue
@@ -385,7 +424,7 @@ func runBaselines(ctx context.Context, cfg Config, rep *Report, sample *policyv1
 		row.RatioP50 = ratio(row.Policy.Received.P50, b.P50)
 		row.RatioP99 = ratio(row.Policy.Received.P99, b.P99)
 		if cfg.Conns > 0 && cfg.Conns < row.Agents {
-			if m, err := runBaseline(ctx, sample, row.Agents, cfg.Conns, cfg.Rounds); err == nil {
+			if m, err := runBaseline(ctx, self, dir, sample, row.Agents, cfg.Conns, cfg.Rounds); err == nil {
 				row.BaselineMux, row.BaselineConns = m, cfg.Conns
 			} else {
 				rep.note("multiplexed baseline at %d streams: %v", row.Agents, err)

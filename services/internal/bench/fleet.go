@@ -56,6 +56,9 @@ type fleet struct {
 	log      *slog.Logger
 	prefix   string
 	caFile   string
+	// streamOpts are added to every stream an agent opens: as warden-agent (internal/agent/node), a
+	// re-subscription waits for the connection to be ready instead of failing fast while it is down.
+	streamOpts []grpc.CallOption
 
 	ctx    context.Context // the agents' lifetime
 	cancel context.CancelFunc
@@ -68,14 +71,14 @@ type fleet struct {
 	// dbCAGen maps the fingerprint of a database CA the bench set to its generation number.
 	dbCAGen sync.Map
 
-	firstSnaps  atomic.Int64 // first message of a stream after subscribing (3 per agent at start)
-	reconnects  atomic.Int64 // stream re-subscriptions after an error
-	refused     atomic.Int64 // stream errors that refuse the node's identity or request
-	lastErrMu   sync.Mutex
-	lastErr     error
-	sample      atomic.Pointer[policyv1.WatchPolicyResponse]
-	setupTotal  time.Duration
-	setupAgents int
+	firstSnaps atomic.Int64 // first message of a stream after subscribing (3 per agent at start)
+	reconnects atomic.Int64 // stream re-subscriptions after an error
+	refused    atomic.Int64 // stream errors that refuse the node's identity or request
+	ackFailed  atomic.Int64 // acknowledgements that failed and were retried
+	lastErrMu  sync.Mutex
+	lastErr    error
+	// sample is a real policy snapshot, replayed by the baseline.
+	sample atomic.Pointer[policyv1.WatchPolicyResponse]
 }
 
 func newFleet(ctx context.Context, addr string, admin wardend.AdminFiles, prefix string, log *slog.Logger) (*fleet, error) {
@@ -101,6 +104,7 @@ func newFleet(ctx context.Context, addr string, admin wardend.AdminFiles, prefix
 		adminLim: rate.NewLimiter(adminRate, 20),
 		ctx:      actx, cancel: cancel,
 		policy: newTracker(), staged: newTracker(), active: newTracker(), creds: newTracker(),
+		streamOpts: []grpc.CallOption{grpc.WaitForReady(true)},
 	}
 	for i := range bootstrapSources {
 		c, err := dialTLS(addr, f.serverTLS(), net.IPv4(127, 0, 1, byte(i+1)))
@@ -215,7 +219,11 @@ func (f *fleet) grow(ctx context.Context, n int) (time.Duration, error) {
 				}
 				f.mu.Lock()
 				f.agents = append(f.agents, a)
+				k := len(f.agents)
 				f.mu.Unlock()
+				if step := max((n-have)/10, 1); (k-have)%step == 0 {
+					f.log.Info("agents connected", "connected", k, "of", n, "first snapshots", f.firstSnaps.Load())
+				}
 			}
 		})
 	}
@@ -240,7 +248,11 @@ feed:
 		return 0, firstErr
 	}
 	deadline := time.Now().Add(60*time.Second + time.Duration(n)*5*time.Millisecond)
-	for f.firstSnaps.Load() < want {
+	for next := time.Now().Add(10 * time.Second); f.firstSnaps.Load() < want; {
+		if time.Now().After(next) {
+			f.log.Info("waiting for first snapshots", "have", f.firstSnaps.Load(), "want", want, "last error", f.err())
+			next = time.Now().Add(10 * time.Second)
+		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("only %d of %d streams delivered their first snapshot (last error: %v)", f.firstSnaps.Load(), want, f.err())
 		}
@@ -248,8 +260,6 @@ feed:
 			return 0, err
 		}
 	}
-	f.setupTotal += time.Since(start)
-	f.setupAgents += n - have
 	return time.Since(start), nil
 }
 
@@ -373,6 +383,23 @@ func (a *simAgent) loop(run func(context.Context, func()) error) {
 	}
 }
 
+// ack sends an acknowledgement until it is recorded, retrying with backoff.Default as warden-agent
+// does (the rotation and the status views wait for it).
+func (a *simAgent) ack(ctx context.Context, send func(context.Context) error) error {
+	b := backoff.Default()
+	for {
+		err := send(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		a.f.ackFailed.Add(1)
+		a.f.setErr(fmt.Errorf("%s: ack: %w", a.id, err))
+		if err := backoff.Sleep(ctx, b.Next()); err != nil {
+			return err
+		}
+	}
+}
+
 // refusal errors are those retrying cannot cure: the node's identity or its request is refused.
 func refusal(err error) bool {
 	switch status.Code(err) {
@@ -384,7 +411,7 @@ func refusal(err error) bool {
 
 func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
 	c := policyv1.NewPolicyServiceClient(a.conn)
-	st, err := c.WatchPolicy(ctx, &policyv1.WatchPolicyRequest{NodeId: a.id, LastVersion: a.policyVer.Load()})
+	st, err := c.WatchPolicy(ctx, &policyv1.WatchPolicyRequest{NodeId: a.id, LastVersion: a.policyVer.Load()}, a.f.streamOpts...)
 	if err != nil {
 		return err
 	}
@@ -405,7 +432,10 @@ func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
 			a.f.policy.markRecv(n, now)
 		}
 		a.f.sample.CompareAndSwap(nil, m)
-		if _, err := c.AckPolicy(ctx, &policyv1.AckPolicyRequest{NodeId: a.id, Version: m.GetVersion(), PolicyNumber: n}); err != nil {
+		if err := a.ack(ctx, func(ctx context.Context) error {
+			_, err := c.AckPolicy(ctx, &policyv1.AckPolicyRequest{NodeId: a.id, Version: m.GetVersion(), PolicyNumber: n})
+			return err
+		}); err != nil {
 			return err
 		}
 		if fresh {
@@ -417,7 +447,7 @@ func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
 
 func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
 	c := secretv1.NewSecretServiceClient(a.conn)
-	st, err := c.WatchSecrets(ctx, &secretv1.WatchSecretsRequest{NodeId: a.id, LastVersion: a.secretVer.Load()})
+	st, err := c.WatchSecrets(ctx, &secretv1.WatchSecretsRequest{NodeId: a.id, LastVersion: a.secretVer.Load()}, a.f.streamOpts...)
 	if err != nil {
 		return err
 	}
@@ -455,8 +485,11 @@ func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
 			}
 			held = append(held, h)
 		}
-		if _, err := c.AckSecrets(ctx, &secretv1.AckSecretsRequest{
-			NodeId: a.id, Version: m.GetVersion(), Held: held, AgentTime: timestamppb.Now(),
+		if err := a.ack(ctx, func(ctx context.Context) error {
+			_, err := c.AckSecrets(ctx, &secretv1.AckSecretsRequest{
+				NodeId: a.id, Version: m.GetVersion(), Held: held, AgentTime: timestamppb.Now(),
+			})
+			return err
 		}); err != nil {
 			return err
 		}
@@ -469,7 +502,7 @@ func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
 
 func (a *simAgent) watchCredentials(ctx context.Context, got func()) error {
 	c := certv1.NewCertServiceClient(a.conn)
-	st, err := c.WatchCredentials(ctx, &certv1.WatchCredentialsRequest{NodeId: a.id, LastVersion: a.credVer.Load()})
+	st, err := c.WatchCredentials(ctx, &certv1.WatchCredentialsRequest{NodeId: a.id, LastVersion: a.credVer.Load()}, a.f.streamOpts...)
 	if err != nil {
 		return err
 	}
@@ -494,8 +527,11 @@ func (a *simAgent) watchCredentials(ctx context.Context, got func()) error {
 		if m.GetTrustBundlePem() != a.trustedPEM {
 			a.trustedPEM, a.trusted = m.GetTrustBundlePem(), fingerprints(m.GetTrustBundlePem())
 		}
-		if _, err := c.AckCredentials(ctx, &certv1.AckCredentialsRequest{
-			NodeId: a.id, Version: m.GetVersion(), TrustedFingerprints: a.trusted, AgentTime: timestamppb.Now(),
+		if err := a.ack(ctx, func(ctx context.Context) error {
+			_, err := c.AckCredentials(ctx, &certv1.AckCredentialsRequest{
+				NodeId: a.id, Version: m.GetVersion(), TrustedFingerprints: a.trusted, AgentTime: timestamppb.Now(),
+			})
+			return err
 		}); err != nil {
 			return err
 		}

@@ -127,16 +127,16 @@ func (p *csrPool) take() ([]byte, bool) {
 	return p.csrs[i], true
 }
 
-// issueThroughWardend runs clients concurrent callers for d (or until the pool is spent).
+// issueThroughWardend runs clients concurrent callers for d (or until the pool is spent). Calls carry
+// no deadline: the callers stop starting new ones after d and the ones in flight complete and count.
 func issueThroughWardend(ctx context.Context, is []issuer, pool *csrPool, clients int, d time.Duration) (Issuance, error) {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var throttled, failed atomic.Int64
 	var firstErr atomic.Value
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	var seq atomic.Int64
 	start := time.Now()
+	stop := start.Add(d)
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
@@ -146,10 +146,9 @@ func issueThroughWardend(ctx context.Context, is []issuer, pool *csrPool, client
 				lat = append(lat, mine...)
 				mu.Unlock()
 			}()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && time.Now().Before(stop) {
 				csr, ok := pool.take()
 				if !ok {
-					cancel()
 					return
 				}
 				node := is[int(seq.Add(1))%len(is)]
@@ -178,8 +177,8 @@ func issueThroughWardend(ctx context.Context, is []issuer, pool *csrPool, client
 		r.Error = err.Error()
 	}
 	if r.Issued == 0 {
-		if err, ok := firstErr.Load().(error); ok {
-			return r, fmt.Errorf("IssueCertificate: %w", err)
+		if r.Error != "" {
+			return r, fmt.Errorf("IssueCertificate: %s", r.Error)
 		}
 		return r, fmt.Errorf("IssueCertificate: nothing issued in %s", elapsed)
 	}
@@ -257,23 +256,19 @@ func etcdClient(dataDir string) (*clientv3.Client, error) {
 	})
 }
 
-// loopRate runs op from clients goroutines for d and returns completed operations per second.
+// loopRate runs op from clients goroutines for d and returns completed operations per second. The
+// operations in flight at the end complete and count.
 func loopRate(ctx context.Context, clients int, d time.Duration, op func(i int) error) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	var n atomic.Int64
 	var firstErr atomic.Value
 	start := time.Now()
+	stop := start.Add(d)
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(n.Add(1))
-				if err := op(i); err != nil {
-					if ctx.Err() == nil {
-						firstErr.CompareAndSwap(nil, err)
-						cancel()
-					}
+			for ctx.Err() == nil && firstErr.Load() == nil && time.Now().Before(stop) {
+				if err := op(int(n.Add(1))); err != nil {
+					firstErr.CompareAndSwap(nil, err)
 					n.Add(-1)
 					return
 				}

@@ -190,11 +190,16 @@ func startSampler(pid func() int, interval time.Duration) *sampler {
 				}
 				if c, err := cpuTicks(p); err == nil {
 					now := time.Now()
-					if p == lastPID && !lastAt.IsZero() {
+					switch {
+					case p != lastPID || lastAt.IsZero():
+						lastPID, lastTicks, lastAt = p, c, now
+					case now.Sub(lastAt) >= interval/2:
+						// Ticks are coarse (10 ms) and a starved sampler can see two ticker
+						// fires back to back, so only windows near the interval count.
 						busy := float64(c-lastTicks) / clockTicks
 						s.PeakCPU = max(s.PeakCPU, 100*busy/now.Sub(lastAt).Seconds())
+						lastTicks, lastAt = c, now
 					}
-					lastPID, lastTicks, lastAt = p, c, now
 				}
 			}
 			select {

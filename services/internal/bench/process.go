@@ -249,7 +249,7 @@ func (w *wardendProc) stop(grace time.Duration) error {
 
 // heapInUse scrapes go_memstats_heap_inuse_bytes from wardend's metrics listener.
 func (w *wardendProc) heapInUse(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.metricsAddr+"/metrics", nil)
 	if err != nil {

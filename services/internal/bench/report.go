@@ -48,14 +48,14 @@ func (r *Report) WriteText(out io.Writer) error {
 	if len(r.Fanout) > 0 {
 		fmt.Fprintln(&b, "\nFan-out: policy change (SetPolicy) → every agent")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "agents\tsetup s\tload\tcommit rpc\treceived\tacked\tbaseline 1 conn/stream\tbaseline mux\tratio p50\tratio p99\tmissing\t")
+		fmt.Fprintln(tw, "agents\tsetup s\tload\tcommit rpc\treceived\tacked\tbaseline 1 conn/stream\tbaseline mux\tratio p50\tratio p99\tmissing recv/ack\t")
 		for _, f := range r.Fanout {
 			mux := "—"
 			if f.BaselineConns > 0 {
 				mux = fmt.Sprintf("%s (%d conns)", f.BaselineMux, f.BaselineConns)
 			}
-			fmt.Fprintf(tw, "%d\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%d\t\n", f.Agents, f.SetupS, f.Load1, f.Policy.Commit, f.Policy.Received,
-				f.Policy.Acked, f.Baseline, mux, f.RatioP50, f.RatioP99, f.Policy.Missing)
+			fmt.Fprintf(tw, "%d\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%d/%d\t\n", f.Agents, f.SetupS, f.Load1, f.Policy.Commit, f.Policy.Received,
+				f.Policy.Acked, f.Baseline, mux, f.RatioP50, f.RatioP99, f.Policy.Missing, f.Policy.MissingAck)
 		}
 		tw.Flush()
 		if r.Fanout[0].SnapshotBytes > 0 {
@@ -64,16 +64,19 @@ func (r *Report) WriteText(out io.Writer) error {
 		}
 		fmt.Fprintln(&b, "\nFan-out: secret rotation step (RotateSecret wa-secret) → every agent")
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "agents\tcommit rpc\tstaged received\tstaged acked\tpromoted, ACTIVE received\tmissing\t")
+		fmt.Fprintln(tw, "agents\tcommit rpc\tstaged received\tstaged acked\tpromoted, ACTIVE received\tmissing recv/ack\t")
 		for _, f := range r.Fanout {
 			active := "—"
 			if f.Secret.Active != nil {
 				active = f.Secret.Active.String()
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t\n", f.Agents, f.Secret.Commit, f.Secret.Received, f.Secret.Acked, active, f.Secret.Missing)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t\n", f.Agents, f.Secret.Commit, f.Secret.Received, f.Secret.Acked, active, f.Secret.Missing, f.Secret.MissingAck)
 		}
 		tw.Flush()
 		for _, f := range r.Fanout {
+			if f.Resubscriptions > 0 || f.AckRetries > 0 {
+				fmt.Fprintf(&b, "  %d agents: %d streams re-subscribed, %d acks retried during the changes; last error: %s\n", f.Agents, f.Resubscriptions, f.AckRetries, f.LastError)
+			}
 			for _, c := range []struct {
 				name string
 				ch   Change
@@ -98,15 +101,30 @@ func (r *Report) WriteText(out io.Writer) error {
 			if m.MarginalRSSKiBPerAgent != 0 {
 				marginal = fmt.Sprintf("%.1f", m.MarginalRSSKiBPerAgent)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t\n", m.Agents, mib(m.RSSKiB), mib(m.HeapKiB), m.RSSKiBPerAgent, m.HeapKiBPerAgent, marginal, mib(m.BenchRSSKiB))
+			heap, heapPer, rssPer := "n/a", "n/a", "n/a"
+			if m.HeapKiB >= 0 {
+				heap = mib(m.HeapKiB)
+			}
+			if r.Mode != "quick" {
+				rssPer = fmt.Sprintf("%.1f", m.RSSKiBPerAgent)
+				if m.HeapKiB >= 0 {
+					heapPer = fmt.Sprintf("%.1f", m.HeapKiBPerAgent)
+				}
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Agents, mib(m.RSSKiB), heap, rssPer, heapPer, marginal, mib(m.BenchRSSKiB))
 		}
 		tw.Flush()
 	}
 
 	if s := r.Storm; s != nil {
 		fmt.Fprintf(&b, "\nReconnect storm: wardend restarted (SIGTERM, same data dir and port) under %d agents\n", s.Agents)
-		fmt.Fprintf(&b, "shutdown %.0f ms, exec to SERVING %.0f ms; every agent current on every stream %.0f ms after the new process's exec (%.0f ms after SIGTERM)\n",
-			s.ShutdownMS, s.StartupMS, s.AllCurrentMS, s.AllCurrentFromTermMS)
+		if s.NotCurrent == 0 {
+			fmt.Fprintf(&b, "shutdown %.0f ms, exec to SERVING %.0f ms; every agent current on every stream %.0f ms after the new process's exec (%.0f ms after SIGTERM)\n",
+				s.ShutdownMS, s.StartupMS, s.AllCurrentMS, s.AllCurrentFromTermMS)
+		} else {
+			fmt.Fprintf(&b, "shutdown %.0f ms, exec to SERVING %.0f ms; NOT every agent current: %d missed a change at the deadline (last receipt %.0f ms after exec)\n",
+				s.ShutdownMS, s.StartupMS, s.NotCurrent, s.AllCurrentMS)
+		}
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "stream\tchange committed after exec, ms\treceived by each agent after exec\tmissing\t")
 		for _, c := range s.Checks {

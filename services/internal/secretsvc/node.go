@@ -145,14 +145,10 @@ func (s *Service) AckSecrets(ctx context.Context, req *secretv1.AckSecretsReques
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.cfg.Store.Txn(ctx, nil, []store.Op{put})
-	if err != nil {
+	// The elected rotation loop follows the acknowledgements and promotes what they complete.
+	if _, err := s.cfg.Store.Txn(ctx, nil, []store.Op{put}); err != nil {
 		return nil, fmt.Errorf("record acknowledgement of %s: %w", rec.NodeID, err)
 	}
-	if err := s.acks.WaitRevision(ctx, rev); err != nil {
-		return nil, err
-	}
-	s.promoteReady(ctx)
 	return &secretv1.AckSecretsResponse{ServerTime: timestamppb.New(now)}, nil
 }
 

@@ -185,15 +185,31 @@ func (s *Service) rotationLoop(ctx context.Context) error {
 	}
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
+	s.tick(ctx)
+	acked := s.acks.Changed()
 	for {
-		s.tick(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			s.tick(ctx)
+		case <-acked:
+			// Acknowledgements arrive from every node at once after a rotation step: one evaluation per
+			// burst, on this (elected) replica, instead of one per acknowledgement on every replica,
+			// which made a fleet's acks quadratic.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(ackCoalesce):
+			}
+			acked = s.acks.Changed()
+			s.promoteReady(ctx)
 		}
 	}
 }
+
+// ackCoalesce is how long the rotation loop lets a burst of acknowledgements gather.
+const ackCoalesce = 50 * time.Millisecond
 
 // waitReady blocks until both mirrors hold the current state.
 func (s *Service) waitReady(ctx context.Context) error {
