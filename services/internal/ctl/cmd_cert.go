@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -324,15 +325,7 @@ func (a *App) listExternal(ctx context.Context, c certv1.CertServiceClient) ([]*
 // replacement names the version it replaces.
 func (a *App) findExternal(ctx context.Context, c certv1.CertServiceClient, node string) (*certv1.ExternalCertificate, error) {
 	certs, err := a.listExternal(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range certs {
-		if e.GetNodeId() == node {
-			return e, nil
-		}
-	}
-	return nil, nil
+	return firstMatch(certs, err, func(e *certv1.ExternalCertificate) bool { return e.GetNodeId() == node })
 }
 
 func renderExternalCerts(w io.Writer, certs []*certv1.ExternalCertificate, now time.Time) error {
@@ -439,15 +432,20 @@ func (a *App) listWebhookCAs(ctx context.Context, c certv1.CertServiceClient) ([
 
 func (a *App) findWebhookCA(ctx context.Context, c certv1.CertServiceClient, name string) (*certv1.WebhookCA, error) {
 	cas, err := a.listWebhookCAs(ctx, c)
+	return firstMatch(cas, err, func(ca *certv1.WebhookCA) bool { return ca.GetName() == name })
+}
+
+// firstMatch returns the first of items that match accepts, or the zero value (nil) when none does;
+// a listing error passes through.
+func firstMatch[T any](items []T, err error, match func(T) bool) (T, error) {
+	var zero T
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	for _, ca := range cas {
-		if ca.GetName() == name {
-			return ca, nil
-		}
+	if i := slices.IndexFunc(items, match); i >= 0 {
+		return items[i], nil
 	}
-	return nil, nil
+	return zero, nil
 }
 
 func renderWebhookCAs(w io.Writer, cas []*certv1.WebhookCA, now time.Time) error {
