@@ -45,6 +45,10 @@ lint: $(BIN)/buf ## buf lint and buf format.
 breaking: $(BIN)/buf ## buf breaking against main (skipped when main has no proto/ yet).
 	@if git cat-file -e main:proto 2>/dev/null; then buf breaking --against '$(BREAKING_AGAINST)'; else echo "breaking: main has no proto/ yet, nothing to compare"; fi
 
+.PHONY: verify-fmt
+verify-fmt: ## Fail if a Go file is not gofmt-clean.
+	@out=$$(gofmt -l gen services); if [ -n "$$out" ]; then echo "not gofmt-clean:"; echo "$$out"; exit 1; fi
+
 .PHONY: vet
 vet: ## go vet every module.
 	$(GO) vet $(PKGS)
@@ -70,7 +74,7 @@ fuzz: ## Run every fuzzer for a minute.
 	@./services/scripts/fuzz.sh 60s
 
 .PHONY: test
-test: lint verify-generate breaking verify-tidy vet gotest fuzz-short ## Everything CI runs.
+test: lint verify-generate breaking verify-tidy verify-fmt vet gotest fuzz-short ## Everything CI runs.
 
 .PHONY: run
 run: build ## Run wardend with embedded etcd under ./.warden.

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-
 )
 
 // FuzzAsSealed checks that scanning arbitrary stored values for sealed data never panics and only
