@@ -274,7 +274,7 @@ func Fresh(rev int64, ms ...*Mirror) bool {
 
 // requestProgress asks etcd for progress until the mirror has reached rev. etcd answers a progress
 // request only while the watch is caught up, and may drop one made just before, so one request is
-// not enough: it asks again until the mirror gets there (bounded; the next change retries anyway).
+// not enough: it asks again, backing off to once a second, until the mirror gets there.
 func (m *Mirror) requestProgress(rev int64) {
 	for {
 		w := m.want.Load()
@@ -289,9 +289,10 @@ func (m *Mirror) requestProgress(rev int64) {
 	go func() {
 		defer m.asking.Store(false)
 		wait := 20 * time.Millisecond
-		for attempt := 0; attempt < 30 && m.Revision() < m.want.Load(); attempt++ {
+		// Asks until the mirror gets there: a snapshot waiting on it is not published before.
+		for m.Revision() < m.want.Load() {
 			ctx, cancel := context.WithTimeout(*run, 5*time.Second)
-			err := m.st.RequestProgress(ctx)
+			err := m.st.RequestProgress(ctx, m.prefix)
 			cancel()
 			if err != nil && (*run).Err() == nil {
 				m.log.Warn("watch progress request failed", "err", err)

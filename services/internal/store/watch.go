@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/metadata"
 	"math/rand/v2"
 	"time"
 
@@ -122,10 +123,10 @@ func (w *watchLoop) once(ctx context.Context) (progressed bool, err error) {
 		w.next, w.reset, progressed = rev+1, false, true
 	}
 
-	// WithRequireLeader ends the stream when the member loses its leader
-	// instead of leaving us connected to a partitioned node that sees no
-	// changes.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	// A stream of its own per prefix (see watchContext), ended when the member
+	// loses its leader instead of leaving us connected to a partitioned node
+	// that sees no changes.
+	wctx, cancel := context.WithCancel(w.s.watchContext(ctx, w.prefix))
 	defer cancel()
 	ch := w.s.watcher.Watch(wctx, w.prefix,
 		clientv3.WithPrefix(), clientv3.WithRev(w.next), clientv3.WithPrevKV())
@@ -208,16 +209,24 @@ func (b *backoff) wait(ctx context.Context) bool {
 	}
 }
 
-// RequestProgress asks etcd to tell every watch of this client how far it has
-// seen (a Progress batch), even when nothing under its prefix changed: a
-// consumer that combines several watches can then know that each is current
-// up to a revision.
-func (s *Store) RequestProgress(ctx context.Context) error {
+// RequestProgress asks etcd to tell the watch of prefix how far it has seen (a
+// Progress batch), even when nothing under its prefix changed: a consumer that
+// combines several watches can then know that each is current up to a revision.
+//
+// etcd answers only while every watcher on the gRPC watch stream is caught up,
+// so each prefix gets a stream of its own (watchContext): a busy prefix (agents'
+// acknowledgements) cannot starve a quiet one's progress.
+func (s *Store) watchContext(ctx context.Context, prefix string) context.Context {
+	// clientv3 groups watchers into streams by the context's outgoing metadata; the require-leader
+	// marker ends a stream whose member lost its leader.
+	return clientv3.WithRequireLeader(metadata.AppendToOutgoingContext(ctx, "warden-watch", s.prefix+prefix))
+}
+
+// RequestProgress asks etcd to tell the watch of prefix how far it has seen.
+func (s *Store) RequestProgress(ctx context.Context, prefix string) error {
 	ctx, cancel := s.c.opCtx(ctx)
 	defer cancel()
-	// clientv3 groups watch streams by the context's metadata: the request must carry the same
-	// require-leader marker as the watches, or it reaches no stream of ours.
-	if err := s.watcher.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
+	if err := s.watcher.RequestProgress(s.watchContext(ctx, prefix)); err != nil {
 		return fmt.Errorf("request watch progress: %w", mapErr(err))
 	}
 	return nil
