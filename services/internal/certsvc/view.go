@@ -16,8 +16,12 @@ import (
 // the interceptors) and the node registry (read by the secret, policy and mesh services through Nodes,
 // never through the keys).
 type View struct {
-	m   *mirror.Mirror
-	log *slog.Logger
+	m *mirror.Mirror
+	// nodes mirrors only the registry, on a watch of its own: other services' snapshots wait for it
+	// to be current (mirror.Fresh), and the whole namespace's watch carries every agent's
+	// acknowledgements, which under a fleet-wide burst would hold their pushes back.
+	nodes *mirror.Mirror
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	poolRev int64
@@ -35,17 +39,31 @@ type Node struct {
 
 // NewView mirrors the cert namespace st.
 func NewView(st *store.Store, log *slog.Logger) *View {
-	return &View{m: mirror.New(st, "", log), log: log}
+	return &View{m: mirror.New(st, "", log), nodes: mirror.New(st, prefNodes, log), log: log}
 }
 
 // Run follows etcd until ctx is done.
-func (v *View) Run(ctx context.Context) error { return v.m.Run(ctx) }
+func (v *View) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { _ = v.nodes.Run(ctx); close(done) }()
+	err := v.m.Run(ctx)
+	<-done
+	return err
+}
+
+// Registry exposes the registry's mirror, for mirror.Fresh in snapshots built from it.
+func (v *View) Registry() *mirror.Mirror { return v.nodes }
 
 // Mirror exposes the underlying mirror (the CertService builds snapshots from it).
 func (v *View) Mirror() *mirror.Mirror { return v.m }
 
 // WaitReady blocks until the first state is loaded.
-func (v *View) WaitReady(ctx context.Context) error { return v.m.WaitReady(ctx) }
+func (v *View) WaitReady(ctx context.Context) error {
+	if err := v.m.WaitReady(ctx); err != nil {
+		return err
+	}
+	return v.nodes.WaitReady(ctx)
+}
 
 // IsRevoked implements authn.RevocationChecker.
 func (v *View) IsRevoked(serial string) bool {
@@ -85,7 +103,7 @@ func (v *View) TrustPool() (*x509.CertPool, []byte) {
 
 // Node returns one registry entry.
 func (v *View) Node(id string) (Node, bool) {
-	kv, ok := v.m.Get(keyNode(id))
+	kv, ok := v.nodes.Get(keyNode(id))
 	if !ok {
 		return Node{}, false
 	}
@@ -99,7 +117,7 @@ func (v *View) Node(id string) (Node, bool) {
 // Nodes lists the registry, optionally of one role ("" for all), sorted by id.
 func (v *View) Nodes(role string) []Node {
 	var out []Node
-	for _, kv := range v.m.List(prefNodes) {
+	for _, kv := range v.nodes.List(prefNodes) {
 		rec, err := decode[nodeRecord](kv)
 		if err != nil || (role != "" && rec.Role != role) {
 			continue
@@ -111,14 +129,14 @@ func (v *View) Nodes(role string) []Node {
 
 // RegistryChanged returns a channel closed at the next change of the node registry; other services'
 // snapshot hubs follow it (and not every change of the cert namespace, acknowledgements included).
-func (v *View) RegistryChanged() <-chan struct{} { return v.m.ChangedUnder(prefNodes) }
+func (v *View) RegistryChanged() <-chan struct{} { return v.nodes.Changed() }
 
 // NodesVersion is the revision of the last change to the registry (for snapshot versions of other
 // services that depend on it).
-func (v *View) NodesVersion() int64 { return v.m.Version(prefNodes) }
+func (v *View) NodesVersion() int64 { return v.nodes.Version(prefNodes) }
 
 // NodeVersion is the revision of the last change to one node's entry.
-func (v *View) NodeVersion(id string) int64 { return v.m.Version(keyNode(id)) }
+func (v *View) NodeVersion(id string) int64 { return v.nodes.Version(keyNode(id)) }
 
 // IssuerID is the id (certificate fingerprint) of the CA that issues now; "" until the CA state is
 // loaded. A holder of a certificate from the active CA (wardend's serving certificate) can renew when it

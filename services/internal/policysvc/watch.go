@@ -78,7 +78,7 @@ func (s *Service) build(key string) (*policyv1.RenderedPolicy, int64, error) {
 		return nil, 0, nil
 	}
 	version := max(curVersion, s.cfg.Certs.NodeVersion(node))
-	if !mirror.Fresh(version, s.cur, s.cfg.Certs.Mirror()) {
+	if !mirror.Fresh(version, s.cur, s.cfg.Certs.Registry()) {
 		return nil, 0, nil // not publishable yet: the hub rebuilds when the lagging mirror catches up
 	}
 	role, zone := idRole, ""

@@ -45,7 +45,7 @@ func (s *Service) callerNode(ctx context.Context, id string) (certsvc.Node, erro
 // version whose content is older.
 func (s *Service) buildSnapshot(id string) ([]*secretv1.NodeSecret, int64, error) {
 	version := max(s.secrets.Version(prefSecrets), s.cfg.Certs.NodeVersion(id))
-	if !mirror.Fresh(version, s.secrets, s.cfg.Certs.Mirror()) {
+	if !mirror.Fresh(version, s.secrets, s.cfg.Certs.Registry()) {
 		return nil, 0, nil // not publishable yet: the hub rebuilds when the lagging mirror catches up
 	}
 	node, ok := s.cfg.Certs.Node(id)
