@@ -4,14 +4,12 @@ package faults
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/warden-sec/warden/services/internal/agent/agenttest"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -27,7 +25,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/warden-sec/warden/services/internal/agent/materialize"
 	"github.com/warden-sec/warden/services/internal/wardend"
 )
 
@@ -257,32 +254,5 @@ func startAgent(t *testing.T, nodeID, addr, token, fingerprint, caFile string) *
 
 func (a *agentProc) certsDir() string { return filepath.Join(a.dataDir, "certs") }
 
-// files hashes every file the agent materialised (certs/* and the env file), temporary files included,
-// so that a leftover from a failed write shows up as a difference.
-func (a *agentProc) files(t *testing.T) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	add := func(path string) {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(raw)
-		rel, _ := filepath.Rel(a.dataDir, path)
-		out[rel] = hex.EncodeToString(sum[:])
-	}
-	err := filepath.WalkDir(a.certsDir(), func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			add(path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	add(filepath.Join(a.dataDir, materialize.EnvFileName))
-	return out
-}
+// files hashes every file the agent materialised (agenttest.Files).
+func (a *agentProc) files(t *testing.T) map[string]string { return agenttest.Files(t, a.dataDir) }

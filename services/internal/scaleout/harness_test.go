@@ -2,20 +2,16 @@ package scaleout
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
+	"github.com/warden-sec/warden/services/internal/agent/agenttest"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,7 +27,6 @@ import (
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	"github.com/warden-sec/warden/services/internal/agent"
-	"github.com/warden-sec/warden/services/internal/agent/materialize"
 	agentstatus "github.com/warden-sec/warden/services/internal/agent/status"
 	"github.com/warden-sec/warden/services/internal/cliconfig"
 	"github.com/warden-sec/warden/services/internal/identity"
@@ -371,34 +366,8 @@ func (a *runningAgent) policyVersion() int64 {
 	return st.Streams[agentstatus.StreamPolicy].Version
 }
 
-// files hashes every file the agent materialised: <data-dir>/certs/* and the env file.
-func (a *runningAgent) files(t *testing.T) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	add := func(path string) {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(raw)
-		rel, _ := filepath.Rel(a.dataDir, path)
-		out[rel] = hex.EncodeToString(sum[:])
-	}
-	err := filepath.WalkDir(filepath.Join(a.dataDir, "certs"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			add(path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	add(filepath.Join(a.dataDir, materialize.EnvFileName))
-	return out
-}
+// files hashes every file the agent materialised (agenttest.Files).
+func (a *runningAgent) files(t *testing.T) map[string]string { return agenttest.Files(t, a.dataDir) }
 
 // frontGet fetches an API path through the agent's HTTPS front, verifying its certificate.
 func (a *runningAgent) frontGet(pool *x509.CertPool) (string, *x509.Certificate, error) {
