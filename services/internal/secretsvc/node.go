@@ -145,9 +145,14 @@ func (s *Service) AckSecrets(ctx context.Context, req *secretv1.AckSecretsReques
 	if err != nil {
 		return nil, err
 	}
-	// The elected rotation loop follows the acknowledgements and promotes what they complete.
-	if _, err := s.cfg.Store.Txn(ctx, nil, []store.Op{put}); err != nil {
+	rev, err := s.cfg.Store.Txn(ctx, nil, []store.Op{put})
+	if err != nil {
 		return nil, fmt.Errorf("record acknowledgement of %s: %w", rec.NodeID, err)
+	}
+	// Read-your-writes: the node's next ack (and ListClockSkew) read the previous one from the mirror.
+	// Promotion is not evaluated here: the elected rotation loop follows the acknowledgements.
+	if err := s.acks.WaitRevision(ctx, rev); err != nil {
+		return nil, err
 	}
 	return &secretv1.AckSecretsResponse{ServerTime: timestamppb.New(now)}, nil
 }
