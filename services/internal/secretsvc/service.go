@@ -79,6 +79,9 @@ type Service struct {
 	acks    *mirror.Mirror
 	hub     *fanout.Hub[[]*secretv1.NodeSecret]
 	values  valueCache
+	// builtin is closed once this replica's mirror holds "wa-secret", which the API promises exists
+	// from the first start: handlers wait for it rather than answer without it.
+	builtin chan struct{}
 }
 
 // New validates cfg and fills defaults.
@@ -99,6 +102,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.ReplayWindow = DefaultReplayWindow
 	}
 	s := &Service{
+		builtin: make(chan struct{}),
 		cfg:     cfg,
 		log:     cfg.Log,
 		secrets: mirror.New(cfg.Store, prefSecrets, cfg.Log.With("component", "secret-mirror")),
@@ -141,7 +145,18 @@ func (s *Service) ensureBuiltin(ctx context.Context) {
 	for {
 		err := s.createBuiltin(ctx)
 		if err == nil || errors.Is(err, store.ErrConflict) {
-			return
+			for {
+				changed := s.secrets.Changed()
+				if _, ok := s.secrets.Get(keyMeta(BuiltinName)); ok {
+					close(s.builtin)
+					return
+				}
+				select {
+				case <-changed:
+				case <-ctx.Done():
+					return
+				}
+			}
 		}
 		s.log.Warn("create the built-in secret; retrying", "secret", BuiltinName, "err", err)
 		if backoff.Sleep(ctx, b.Next()) != nil {
@@ -219,7 +234,12 @@ func (s *Service) waitReady(ctx context.Context) error {
 	if err := s.acks.WaitReady(ctx); err != nil {
 		return fmt.Errorf("ack mirror: %w", errors.Join(err, store.ErrUnavailable))
 	}
-	return nil
+	select {
+	case <-s.builtin:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("built-in secret %s: %w", BuiltinName, errors.Join(ctx.Err(), store.ErrUnavailable))
+	}
 }
 
 // valueCache holds unsealed values by key and revision, so building a snapshot per node and change does
