@@ -178,11 +178,7 @@ func (a *App) policySetCmd() *cobra.Command {
 			if err := cf.check(); err != nil {
 				return err
 			}
-			raw, err := a.readFileArg("file", file)
-			if err != nil {
-				return err
-			}
-			doc, err := ParseDocument(raw)
+			doc, err := a.readDocument(file)
 			if err != nil {
 				return err
 			}
@@ -340,11 +336,7 @@ func (a *App) policyValidateCmd() *cobra.Command {
 		Short: "Check a document without storing it (exit 1 when SetPolicy would refuse it)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			raw, err := a.readFileArg("file", file)
-			if err != nil {
-				return err
-			}
-			doc, err := ParseDocument(raw)
+			doc, err := a.readDocument(file)
 			if err != nil {
 				return err
 			}
@@ -691,4 +683,13 @@ func renderPolicyStatus(w io.Writer, resp *policyv1.ListPolicyStatusResponse, no
 		t.row(n.GetNodeId(), numOrDash(n.GetPolicyNumber()), fmtTimeShort(n.GetAckedAt(), now), ok, oneLine(n.GetError()))
 	}
 	return t.flush()
+}
+
+// readDocument reads and parses the policy document named by -f (a path, or - for stdin).
+func (a *App) readDocument(file string) (*policyv1.PolicyDocument, error) {
+	raw, err := a.readFileArg("file", file)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDocument(raw)
 }
