@@ -2,8 +2,6 @@ package adminsvc_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,26 +30,6 @@ func wantCode(t *testing.T, err error, want codes.Code, what string) {
 	}
 }
 
-// initialPassword waits for the bootstrap admin's password file, which Run writes shortly after start.
-func initialPassword(t *testing.T, env *wardentest.Env) string {
-	t.Helper()
-	path := filepath.Join(env.DataDir, "admin", "initial-password")
-	var pw string
-	etcdtest.Eventually(t, 20*time.Second, func() bool {
-		b, err := os.ReadFile(path)
-		pw = strings.TrimSpace(string(b))
-		return err == nil && pw != ""
-	}, "initial-password written")
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("initial-password mode %v, want 0600", fi.Mode().Perm())
-	}
-	return pw
-}
-
 // loginChanged creates (as admin over mTLS) a user of role, logs in, changes the password and returns
 // a token that is no longer restricted.
 func loginChanged(t *testing.T, env *wardentest.Env, admin adminv1.AdminServiceClient, name string, role adminv1.UserRole) string {
@@ -78,7 +56,7 @@ func TestBootstrapAdminLoginFlow(t *testing.T) {
 	t.Parallel()
 	env := wardentest.Start(t, wardentest.Options{})
 	ctx := t.Context()
-	pw := initialPassword(t, env)
+	pw := env.InitialPassword()
 	anon := adminv1.NewAdminServiceClient(env.AnonConn())
 
 	lr, err := anon.Login(ctx, &adminv1.LoginRequest{Username: "admin", Password: pw})

@@ -112,10 +112,7 @@ func TestReadmeRecipes(t *testing.T) {
 		}
 	})
 	t.Run("bearer token", func(t *testing.T) {
-		initial, err := os.ReadFile(filepath.Join(A.Dir, "initial-password"))
-		if err != nil {
-			t.Fatalf("initial password: %v", err)
-		}
+		initial := env.InitialPassword()
 		const newPW = "Correct-Horse-9-Battery"
 		login := func(pw string) string {
 			// Without credentials there is no reflection: the schema comes from the repository's protos.
@@ -127,9 +124,9 @@ func TestReadmeRecipes(t *testing.T) {
 			}
 			return resp.Token
 		}
-		tok := login(strings.TrimSpace(string(initial)))
+		tok := login(initial)
 		r.run(false, "", "-cacert", A.CA, "-H", "authorization: Bearer "+tok, "-d",
-			`{"username":"admin","old_password":"`+strings.TrimSpace(string(initial))+`","new_password":"`+newPW+`"}`, "warden.admin.v1.AdminService/ChangePassword")
+			`{"username":"admin","old_password":"`+initial+`","new_password":"`+newPW+`"}`, "warden.admin.v1.AdminService/ChangePassword")
 		tok = login(newPW)
 		out, _ := r.run(false, "", "-cacert", A.CA, "-H", "authorization: Bearer "+tok, "list")
 		if !strings.Contains(out, "warden.cert.v1.CertService") {

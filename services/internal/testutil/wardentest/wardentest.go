@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +166,25 @@ func (e *Env) Mint(id identity.ID) *tls.Certificate {
 // NodeConn dials as a node of role with id (minted identity).
 func (e *Env) NodeConn(role identity.Role, id string) *grpc.ClientConn {
 	return e.Dial(e.Mint(identity.NodeID(e.Config.TrustDomain, role, id)))
+}
+
+// InitialPassword waits for the bootstrap admin's password file, which the admin service writes shortly
+// after start (not before the listener is up), checks its mode and returns the password.
+func (e *Env) InitialPassword() string {
+	e.T.Helper()
+	path := filepath.Join(e.DataDir, "admin", "initial-password")
+	var pw string
+	etcdtest.Eventually(e.T, 20*time.Second, func() bool {
+		b, err := os.ReadFile(path)
+		pw = strings.TrimSpace(string(b))
+		return err == nil && pw != ""
+	}, "initial-password written")
+	fi, err := os.Stat(path)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		e.T.Fatalf("initial-password mode %v, want 0600", fi.Mode().Perm())
+	}
+	return pw
 }
