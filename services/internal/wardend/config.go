@@ -30,6 +30,7 @@ type Config struct {
 	ConfigFile         string
 	Listen             string
 	MetricsListen      string
+	Pprof              bool
 	DataDir            string
 	Services           cliconfig.List
 	TrustDomain        string
@@ -67,6 +68,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML file with settings (keys are flag names); flags and WARDEN_* variables override it")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC TLS listen address")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "Prometheus /metrics and /healthz listen address (plain HTTP; keep it on loopback or a management network); empty disables")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "also serve Go's /debug/pprof/ profiles on --metrics-listen (off by default: profiles reveal internals and cost CPU while taken)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the embedded etcd, the dev seal key and the admin credentials")
 	fs.Var(&c.Services, "services", "comma-separated services to host: cert,secret,policy,mesh (AdminService is always hosted)")
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of every identity (fixed at first start)")
@@ -93,6 +95,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("--metrics-listen %q: %w", c.MetricsListen, err)
 		}
+	}
+	if c.Pprof && c.MetricsListen == "" {
+		return fmt.Errorf("--pprof needs --metrics-listen")
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir must not be empty")

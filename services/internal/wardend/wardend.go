@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -191,7 +192,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
-		g.Go("metrics server", func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, client) })
+		g.Go("metrics server", func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, client, cfg.Pprof) })
 	}
 	log.Info("wardend serving", "listen", lis.Addr().String(), "services", strings.Join(hosted, ","), "replica", replica,
 		"admin_dir", admin.Dir, "trust_domain", cfg.TrustDomain)
@@ -232,8 +233,15 @@ func watchEtcdHealth(ctx context.Context, c *store.Client, services []string, se
 	}
 }
 
-func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, c *store.Client) error {
+func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, c *store.Client, withPprof bool) error {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := c.Ping(r.Context()); err != nil {
