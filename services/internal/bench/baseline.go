@@ -287,15 +287,26 @@ func (p *baselineProc) stop() {
 	}
 }
 
+// baselineRun is what one baseline measurement found.
+type baselineRun struct {
+	recv Dist
+	// The server's RSS growth per stream, read after the pushes like wardend's.
+	rssKiBPerStream float64
+}
+
 // runBaseline measures the bare server with n streams: over one TLS connection per stream (as the
 // agents connect to wardend) when conns is 0, else multiplexed over conns connections. It returns the
-// receive latencies of every push, pooled over rounds.
-func runBaseline(ctx context.Context, self, dir string, sample *policyv1.WatchPolicyResponse, n, conns, rounds int) (Dist, error) {
+// receive latencies of every push, pooled over rounds, and the server's memory per stream.
+func runBaseline(ctx context.Context, self, dir string, sample *policyv1.WatchPolicyResponse, n, conns, rounds int) (baselineRun, error) {
 	srv, err := startBaseline(self, dir, sample)
 	if err != nil {
-		return Dist{}, err
+		return baselineRun{}, err
 	}
 	defer srv.stop()
+	idle, err := rssKiB(srv.cmd.Process.Pid)
+	if err != nil {
+		return baselineRun{}, err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -312,7 +323,7 @@ func runBaseline(ctx context.Context, self, dir string, sample *policyv1.WatchPo
 	for range nconn {
 		c, err := dialTLS(srv.addr, &tls.Config{RootCAs: srv.pool, ServerName: "localhost", MinVersion: tls.VersionTLS13}, nil)
 		if err != nil {
-			return Dist{}, err
+			return baselineRun{}, err
 		}
 		clients = append(clients, c)
 	}
@@ -360,13 +371,13 @@ func runBaseline(ctx context.Context, self, dir string, sample *policyv1.WatchPo
 	for subscribed.Load() < int64(n) {
 		select {
 		case err := <-errc:
-			return Dist{}, fmt.Errorf("baseline stream: %w", err)
+			return baselineRun{}, fmt.Errorf("baseline stream: %w", err)
 		case <-ctx.Done():
-			return Dist{}, ctx.Err()
+			return baselineRun{}, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return Dist{}, fmt.Errorf("baseline: only %d of %d streams subscribed", subscribed.Load(), n)
+			return baselineRun{}, fmt.Errorf("baseline: only %d of %d streams subscribed", subscribed.Load(), n)
 		}
 	}
 	var all []time.Duration
@@ -376,7 +387,7 @@ func runBaseline(ctx context.Context, self, dir string, sample *policyv1.WatchPo
 		k := uint64(r + 2)
 		t0 := time.Now()
 		if err := srv.push(k); err != nil {
-			return Dist{}, fmt.Errorf("baseline push: %w", err)
+			return baselineRun{}, fmt.Errorf("baseline push: %w", err)
 		}
 		wctx, wcancel := context.WithTimeout(ctx, roundDeadline(n))
 		tr.wait(wctx, k, n, false)
@@ -386,10 +397,15 @@ func runBaseline(ctx context.Context, self, dir string, sample *policyv1.WatchPo
 		ds, _ := since(t0, recv)
 		all = append(all, ds...)
 	}
-	if missing > 0 {
-		return summarize(all), errors.New("baseline: " + strconv.Itoa(missing) + " receipts missing")
+	run := baselineRun{recv: summarize(all)}
+	pause(ctx, 3*time.Second) // as wardend's memory is read 3 s after its changes
+	if rss, err := rssKiB(srv.cmd.Process.Pid); err == nil {
+		run.rssKiBPerStream = float64(rss-idle) / float64(n)
 	}
-	return summarize(all), nil
+	if missing > 0 {
+		return run, errors.New("baseline: " + strconv.Itoa(missing) + " receipts missing")
+	}
+	return run, nil
 }
 
 // pause lets the previous step's traffic drain before the next one is timed.

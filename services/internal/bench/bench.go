@@ -94,6 +94,9 @@ type FanoutRow struct {
 	Baseline      Dist `json:"baseline"`
 	BaselineMux   Dist `json:"baseline_mux"`
 	BaselineConns int  `json:"baseline_conns"`
+	// The bare server's RSS growth per stream with one TLS connection each: what grpc-go alone costs
+	// per connected client, the floor under wardend's memory per agent.
+	BaselineRSSKiBPerConn float64 `json:"baseline_rss_kib_per_conn,omitempty"`
 	// Warden policy receive / baseline receive.
 	RatioP50      float64 `json:"ratio_p50"`
 	RatioP99      float64 `json:"ratio_p99"`
@@ -420,12 +423,12 @@ func runBaselines(ctx context.Context, cfg Config, rep *Report, sample *policyv1
 			rep.note("baseline at %d streams: %v", row.Agents, err)
 			continue
 		}
-		row.Baseline = b
-		row.RatioP50 = ratio(row.Policy.Received.P50, b.P50)
-		row.RatioP99 = ratio(row.Policy.Received.P99, b.P99)
+		row.Baseline, row.BaselineRSSKiBPerConn = b.recv, b.rssKiBPerStream
+		row.RatioP50 = ratio(row.Policy.Received.P50, b.recv.P50)
+		row.RatioP99 = ratio(row.Policy.Received.P99, b.recv.P99)
 		if cfg.Conns > 0 && cfg.Conns < row.Agents {
 			if m, err := runBaseline(ctx, self, dir, sample, row.Agents, cfg.Conns, cfg.Rounds); err == nil {
-				row.BaselineMux, row.BaselineConns = m, cfg.Conns
+				row.BaselineMux, row.BaselineConns = m.recv, cfg.Conns
 			} else {
 				rep.note("multiplexed baseline at %d streams: %v", row.Agents, err)
 			}

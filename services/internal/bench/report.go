@@ -114,6 +114,11 @@ func (r *Report) WriteText(out io.Writer) error {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Agents, mib(m.RSSKiB), heap, rssPer, heapPer, marginal, mib(m.BenchRSSKiB))
 		}
 		tw.Flush()
+		for _, f := range r.Fanout {
+			if f.BaselineRSSKiBPerConn > 0 {
+				fmt.Fprintf(&b, "bare gRPC baseline with %d TLS connections of one stream each: %.1f KiB RSS per connection\n", f.Agents, f.BaselineRSSKiBPerConn)
+			}
+		}
 	}
 
 	if s := r.Storm; s != nil {

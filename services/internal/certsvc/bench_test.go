@@ -32,6 +32,8 @@ func BenchmarkIssueStored(b *testing.B) {
 		_, csrs[i][1] = newCSR(b, pki.DefaultKeyType, "x")
 	}
 	var next atomic.Int64
+	// Many requests in flight, as from many agents: etcd commits concurrent writes together.
+	b.SetParallelism(16)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(1)-1) % benchNodes

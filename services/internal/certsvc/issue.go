@@ -97,10 +97,104 @@ type issuance struct {
 	conds  []store.Cond
 }
 
+// issueInputs is what an issuance depends on besides the node: the active CA, and the certificate last
+// issued to the node for the same kind and key, each with the revision that pins it in the transaction.
+type issueInputs struct {
+	ca      *pki.CA
+	caRec   caRecord
+	caRev   int64
+	prev    certRecord
+	hasPrev bool
+	prevRev int64 // of the by-key index entry (0: none)
+	// fromMirror: read without etcd; handing prev out again needs a linearizable read first, since no
+	// transaction pins a reuse.
+	fromMirror bool
+}
+
+// inputsFunc loads the inputs of an issuance for the node's key of kind.
+type inputsFunc func(ctx context.Context, node, kind, pubID string) (issueInputs, error)
+
+// inputsFromEtcd reads the inputs with linearizable reads.
+func (s *Service) inputsFromEtcd(ctx context.Context, node, kind, pubID string) (issueInputs, error) {
+	var in issueInputs
+	var err error
+	if in.ca, in.caRec, _, in.caRev, err = s.activeIssuer(ctx); err != nil {
+		return in, err
+	}
+	kv, err := s.st.Get(ctx, keyByKey(node, kind, pubID))
+	if errors.Is(err, store.ErrNotFound) {
+		return in, nil
+	} else if err != nil {
+		return in, err
+	}
+	// The certificate was written in the same transaction as the index, so once the mirror has caught
+	// up with the index it holds the certificate too.
+	if err := s.cfg.View.Mirror().WaitRevision(ctx, kv.ModRevision); err != nil {
+		return in, err
+	}
+	in.prev, in.hasPrev = s.certBySerial(string(kv.Value))
+	in.prevRev = kv.ModRevision
+	return in, nil
+}
+
+// inputsFromMirror reads the inputs from the service's mirror, without a round trip to etcd: under load
+// every linearizable read waits for the pending writes to apply, a disk sync each. A stale value fails
+// the transaction's conditions; errStale says the mirror cannot answer (no CA state yet).
+func (s *Service) inputsFromMirror(ctx context.Context, node, kind, pubID string) (issueInputs, error) {
+	in := issueInputs{fromMirror: true}
+	m := s.cfg.View.Mirror()
+	stKV, ok := m.Get(keyCAState)
+	if !ok {
+		return in, errStale
+	}
+	st, err := decode[caState](stKV)
+	if err != nil {
+		return in, err
+	}
+	rec, ok := st.byState(caActive)
+	if !ok {
+		return in, errStale
+	}
+	if in.ca, err = s.cfg.Authority.load(ctx, rec); err != nil {
+		return in, err
+	}
+	in.caRec, in.caRev = rec, stKV.ModRevision
+	if kv, ok := m.Get(keyByKey(node, kind, pubID)); ok {
+		in.prev, in.hasPrev = s.certBySerial(string(kv.Value))
+		in.prevRev = kv.ModRevision
+	}
+	return in, nil
+}
+
+// stillCurrent reports, from etcd, whether serial is the node's current certificate of kind and not
+// revoked: only then is handing it out again the same as what the node's snapshot says.
+func (s *Service) stillCurrent(ctx context.Context, node, kind, serial string) (bool, error) {
+	kv, err := s.st.Get(ctx, keyCurrent(node, kind))
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if string(kv.Value) != serial {
+		return false, nil
+	}
+	if _, err := s.st.Get(ctx, keyRevoked(serial)); errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	} else if err != nil {
+		return false, err
+	}
+	return false, nil
+}
+
+// errStale: the mirror cannot answer (or its answer would hand out an existing certificate); read
+// from etcd instead.
+var errStale = errors.New("mirror not current")
+
 // prepareIssue signs (or finds) the certificate of kind for node n and returns the writes that record
 // it; the caller adds its own writes and the audit event and commits them in one transaction. The
-// conditions fail the transaction if the node changed or the CA rotated meanwhile.
-func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64, kind string, pub crypto.PublicKey, now time.Time) (issuance, error) {
+// conditions fail the transaction if the node, the CA state or the certificate last issued for the key
+// changed meanwhile, so requests for different keys of one node never conflict with each other.
+func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64, kind string, pub crypto.PublicKey, load inputsFunc, now time.Time) (issuance, error) {
 	kt, err := pki.KeyTypeOf(pub)
 	if err != nil {
 		return issuance{}, pki.WithField(err, "csr_pem")
@@ -109,29 +203,30 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 	if err != nil {
 		return issuance{}, err
 	}
-	ca, caRec, _, caRev, err := s.activeIssuer(ctx)
+	in, err := load(ctx, n.ID, kind, pubID)
 	if err != nil {
 		return issuance{}, err
 	}
 	tpl := s.template(n, kind)
-	cur, ok, err := s.current(ctx, n.ID, kind)
-	if err != nil {
-		return issuance{}, err
-	}
-	if ok && s.reusable(cur, caRec.ID, pubID, tpl, now) {
-		if _, err := s.st.Get(ctx, keyRevoked(cur.Serial)); errors.Is(err, store.ErrNotFound) {
-			return issuance{rec: cur, reused: true}, nil
-		} else if err != nil {
+	if in.hasPrev && s.reusable(in.prev, in.caRec.ID, pubID, tpl, now) {
+		if in.fromMirror {
+			return issuance{}, errStale
+		}
+		ok, err := s.stillCurrent(ctx, n.ID, kind, in.prev.Serial)
+		if err != nil {
 			return issuance{}, err
 		}
+		if ok {
+			return issuance{rec: in.prev, reused: true}, nil
+		}
 	}
-	cert, _, err := ca.Issue(tpl, pub, now)
+	cert, _, err := in.ca.Issue(tpl, pub, now)
 	if err != nil {
 		return issuance{}, err
 	}
 	chain := []*x509.Certificate{cert}
-	if !isSelfSigned(ca.Cert) {
-		chain = append(append(chain, ca.Cert), ca.Chain...)
+	if !isSelfSigned(in.ca.Cert) {
+		chain = append(append(chain, in.ca.Cert), in.ca.Chain...)
 	}
 	rec := certRecord{
 		Serial:    fmt.Sprintf("%x", cert.SerialNumber),
@@ -142,7 +237,7 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 		IPs:       ipStrings(pki.Template{IPs: cert.IPAddresses}),
 		NotBefore: cert.NotBefore,
 		NotAfter:  cert.NotAfter,
-		IssuerID:  caRec.ID,
+		IssuerID:  in.caRec.ID,
 		KeyType:   string(kt),
 		PubKeyID:  pubID,
 		PEM:       string(pki.EncodeCertsPEM(chain...)),
@@ -153,26 +248,11 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 			store.PutOp(keyCert(rec.Serial), encode(rec)),
 			store.PutOp(keyCurrent(n.ID, kind), []byte(rec.Serial)),
 			store.PutOp(keyNodeCert(n.ID, rec.Serial), []byte{}),
+			store.PutOp(keyByKey(n.ID, kind, pubID), []byte(rec.Serial)),
 		},
-		conds: []store.Cond{store.AtRevision(keyNode(n.ID), nodeRev), store.AtRevision(keyCAState, caRev)},
+		conds: []store.Cond{store.AtRevision(keyNode(n.ID), nodeRev), store.AtRevision(keyCAState, in.caRev),
+			store.AtRevision(keyByKey(n.ID, kind, pubID), in.prevRev)},
 	}, nil
-}
-
-// current returns the node's current certificate of kind. Only the pointer is read from etcd: the
-// certificate was written in the same transaction, so once the mirror has caught up with the pointer it
-// holds the certificate too.
-func (s *Service) current(ctx context.Context, node, kind string) (certRecord, bool, error) {
-	kv, err := s.st.Get(ctx, keyCurrent(node, kind))
-	if errors.Is(err, store.ErrNotFound) {
-		return certRecord{}, false, nil
-	} else if err != nil {
-		return certRecord{}, false, err
-	}
-	if err := s.cfg.View.Mirror().WaitRevision(ctx, kv.ModRevision); err != nil {
-		return certRecord{}, false, err
-	}
-	c, ok := s.certBySerial(string(kv.Value))
-	return c, ok, nil
 }
 
 func issuedEvent(rec certRecord, reason string) audit.Event {
@@ -187,6 +267,17 @@ func (s *Service) readNode(ctx context.Context, id string) (nodeRecord, int64, e
 		return nodeRecord{}, 0, apierr.NotFound("node " + id)
 	} else if err != nil {
 		return nodeRecord{}, 0, err
+	}
+	n, err := decode[nodeRecord](kv)
+	return n, kv.ModRevision, err
+}
+
+// nodeFromMirror reads a registry entry from the mirror, and from etcd when the mirror does not have
+// it (a node created a moment ago). The caller pins the revision in its transaction.
+func (s *Service) nodeFromMirror(ctx context.Context, id string) (nodeRecord, int64, error) {
+	kv, ok := s.cfg.View.Mirror().Get(keyNode(id))
+	if !ok {
+		return s.readNode(ctx, id)
 	}
 	n, err := decode[nodeRecord](kv)
 	return n, kv.ModRevision, err
@@ -207,9 +298,18 @@ func (s *Service) IssueCertificate(ctx context.Context, req *certv1.IssueCertifi
 	}
 	caller := authn.FromContext(ctx)
 	var out *certv1.IssueCertificateResponse
+	// The first attempt reads everything from the mirror; after a conflict the mirror is first brought
+	// up to the revision that refused the write. A mirror that cannot answer, or an answer that would
+	// hand out an existing certificate (which no condition pins), is read again from etcd.
+	var waitFor int64
 	err = retryConflicts(ctx, func() error {
+		if waitFor > 0 {
+			if err := s.cfg.View.Mirror().WaitRevision(ctx, waitFor); err != nil {
+				return err
+			}
+		}
 		now := s.cfg.Now()
-		n, rev, err := s.readNode(ctx, req.GetNodeId())
+		n, rev, err := s.nodeFromMirror(ctx, req.GetNodeId())
 		if err != nil {
 			return err
 		}
@@ -222,13 +322,17 @@ func (s *Service) IssueCertificate(ctx context.Context, req *certv1.IssueCertifi
 			}
 			return apierr.InvalidArg("kind", "a %s node does not hold %s certificates", n.Role, req.GetKind())
 		}
-		is, err := s.prepareIssue(ctx, n, rev, kind, csr.PublicKey, now)
+		is, err := s.prepareIssue(ctx, n, rev, kind, csr.PublicKey, s.inputsFromMirror, now)
+		if errors.Is(err, errStale) {
+			is, err = s.prepareIssue(ctx, n, rev, kind, csr.PublicKey, s.inputsFromEtcd, now)
+		}
 		if err != nil {
 			return err
 		}
 		if !is.reused {
 			ops := append(is.ops, s.cfg.Audit.Op(ctx, issuedEvent(is.rec, "certificate issued")))
 			if _, err := s.st.Txn(ctx, is.conds, ops); err != nil {
+				waitFor = store.ConflictRevision(err)
 				return err
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,4 +271,59 @@ func TestIssueCertificateRoleChecks(t *testing.T) {
 		_, err = e.adminClient().IssueCertificate(ctx, &certv1.IssueCertificateRequest{NodeId: web.id, Kind: certv1.CertKind_CERT_KIND_COREAPP_CONTROL, CsrPem: csr})
 		wantCode(t, err, codes.InvalidArgument)
 	})
+}
+
+// TestConcurrentIssuanceForOneNode: issuance reads its inputs from the mirror and pins them with
+// transaction conditions. Concurrent requests of one node for different keys must all get their own
+// certificate (no conflict between them), and concurrent requests for the same key must all get the
+// same one.
+func TestConcurrentIssuanceForOneNode(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	web := e.bootstrapNode("web-burst", certv1.NodeRole_NODE_ROLE_WEBAPP, "web-burst.example")
+	conn := e.nodeClient(web)
+	const n = 12
+	issue := func(csrs []string) []string {
+		serials := make([]string, len(csrs))
+		errs := make([]error, len(csrs))
+		var wg sync.WaitGroup
+		for i, csr := range csrs {
+			wg.Go(func() {
+				resp, err := conn.IssueCertificate(ctx, &certv1.IssueCertificateRequest{NodeId: web.id, Kind: certv1.CertKind_CERT_KIND_DB_CLIENT, CsrPem: csr})
+				serials[i], errs[i] = resp.GetCertificate().GetSerial(), err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+		}
+		return serials
+	}
+
+	distinct := make([]string, n)
+	for i := range distinct {
+		_, distinct[i] = newCSR(t, pki.KeyECDSAP256, web.id)
+	}
+	serials := issue(distinct)
+	if slices.Sort(serials); len(slices.Compact(slices.Clone(serials))) != n {
+		t.Fatalf("%d requests with distinct keys got serials %v, want %d distinct", n, serials, n)
+	}
+	index := e.dump(prefNodeIdx + web.id + "/")
+	for _, sn := range serials {
+		if _, ok := index[Prefix+keyNodeCert(web.id, sn)]; !ok {
+			t.Errorf("certificate %s is not in the node's index", sn)
+		}
+	}
+
+	_, same := newCSR(t, pki.KeyECDSAP256, web.id)
+	csrs := make([]string, n)
+	for i := range csrs {
+		csrs[i] = same
+	}
+	got := issue(csrs)
+	if len(slices.Compact(got)) != 1 {
+		t.Fatalf("%d requests with one key got serials %v, want one certificate", n, got)
+	}
 }

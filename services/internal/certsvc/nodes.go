@@ -177,7 +177,7 @@ func (s *Service) Bootstrap(ctx context.Context, req *certv1.BootstrapRequest) (
 		if err != nil {
 			return nil, err
 		}
-		is, err := s.prepareIssue(ctx, n, nodeRev, kindIdentity, csr.PublicKey, now)
+		is, err := s.prepareIssue(ctx, n, nodeRev, kindIdentity, csr.PublicKey, s.inputsFromEtcd, now)
 		if err != nil {
 			return nil, err
 		}
@@ -391,7 +391,7 @@ func (s *Service) DecommissionNode(ctx context.Context, req *certv1.Decommission
 				ops = append(ops, store.DeleteOp(kv.Key))
 			}
 		}
-		ops = append(ops, store.DeleteOp(keyNode(id)), store.DeletePrefixOp(prefCurrent+id+"/"), store.DeleteOp(keyAck(id)), store.DeleteOp(keyExternal(id)))
+		ops = append(ops, store.DeleteOp(keyNode(id)), store.DeletePrefixOp(prefCurrent+id+"/"), store.DeletePrefixOp(prefByKey+id+"/"), store.DeleteOp(keyAck(id)), store.DeleteOp(keyExternal(id)))
 		serials := make([]string, len(adding))
 		for i, r := range adding {
 			serials[i] = r.Serial

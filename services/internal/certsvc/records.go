@@ -16,6 +16,7 @@ import (
 //	certs/<serial>        certRecord of every certificate issued
 //	current/<node>/<kind> serial of the node's current certificate of a kind
 //	nodecerts/<node>/<serial>  empty: index of every certificate issued to a node (decommission, listing)
+//	bykey/<node>/<kind>/<spki-sha256>  serial of the last certificate issued for that key (reuse)
 //	revoked/<serial>      revokedRecord
 //	crl                   crlRecord
 //	tokens/<sha256>       tokenRecord (join tokens, stored only hashed, with a lease = TTL)
@@ -40,6 +41,7 @@ const (
 	prefExt     = "external/"
 	prefWebhook = "webhook/"
 	prefNodeIdx = "nodecerts/"
+	prefByKey   = "bykey/"
 )
 
 func keyCAKey(id string) string              { return "ca/key/" + id }
@@ -52,6 +54,9 @@ func keyAck(node string) string              { return prefAcks + node }
 func keyExternal(node string) string         { return prefExt + node }
 func keyWebhook(name string) string          { return prefWebhook + name }
 func keyNodeCert(node, serial string) string { return prefNodeIdx + node + "/" + serial }
+func keyByKey(node, kind, pubID string) string {
+	return prefByKey + node + "/" + kind + "/" + pubID
+}
 
 // CA states and phases as stored.
 const (

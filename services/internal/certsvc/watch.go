@@ -210,16 +210,25 @@ func (s *Service) AckCredentials(ctx context.Context, req *certv1.AckCredentials
 	if t := req.GetAgentTime(); t != nil && t.IsValid() {
 		rec.AgentTime = t.AsTime()
 	}
-	_, rev, err := s.readNode(ctx, req.GetNodeId())
+	// Acks are status reports sent on every applied snapshot, not changes an operator made: they are
+	// not audited, or the audit log would fill with them. The condition keeps a removed node from
+	// being acknowledged; the node's revision comes from the mirror first and, if that was behind,
+	// from etcd.
+	put := []store.Op{store.PutOp(keyAck(req.GetNodeId()), encode(rec))}
+	_, rev, err := s.nodeFromMirror(ctx, req.GetNodeId())
 	if err != nil {
 		return nil, err
 	}
-	// Acks are status reports sent on every applied snapshot, not changes an operator made: they are
-	// not audited, or the audit log would fill with them.
-	if _, err := s.st.Txn(ctx, []store.Cond{store.AtRevision(keyNode(req.GetNodeId()), rev)}, []store.Op{store.PutOp(keyAck(req.GetNodeId()), encode(rec))}); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return nil, apierr.FailedPrecondition("node %s changed while the ack was recorded; send it again", req.GetNodeId())
+	_, err = s.ackWrites.Txn(ctx, []store.Cond{store.AtRevision(keyNode(req.GetNodeId()), rev)}, put)
+	if errors.Is(err, store.ErrConflict) {
+		if _, rev, err = s.readNode(ctx, req.GetNodeId()); err != nil {
+			return nil, err
 		}
+		_, err = s.ackWrites.Txn(ctx, []store.Cond{store.AtRevision(keyNode(req.GetNodeId()), rev)}, put)
+	}
+	if errors.Is(err, store.ErrConflict) {
+		return nil, apierr.FailedPrecondition("node %s changed while the ack was recorded; send it again", req.GetNodeId())
+	} else if err != nil {
 		return nil, err
 	}
 	return &certv1.AckCredentialsResponse{ServerTime: ts(s.cfg.Now())}, nil

@@ -120,6 +120,11 @@ func New(cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ConnectionTimeout(10*time.Second),
+		// Every agent holds one mostly idle connection, so per-connection buffers are most of what a
+		// subscribed agent costs: grpc's 32 KiB read buffer is dropped (TLS already buffers each
+		// record) and the write buffer is borrowed from a pool only while a flush is under way.
+		grpc.ReadBufferSize(0),
+		grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(
 			metrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(logger, logOpts...),

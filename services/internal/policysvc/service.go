@@ -82,10 +82,12 @@ type Service struct {
 	policyv1.UnsafePolicyServiceServer
 	cfg Config
 
-	cur   *mirror.Mirror // the current pointer
-	acks  *mirror.Mirror
-	hub   *fanout.Hub[*policyv1.RenderedPolicy]
-	ready chan struct{} // closed once version 1 exists and the mirrors are loaded
+	cur  *mirror.Mirror // the current pointer
+	acks *mirror.Mirror
+	// ackWrites commits a fleet's acknowledgements together.
+	ackWrites *store.Batcher
+	hub       *fanout.Hub[*policyv1.RenderedPolicy]
+	ready     chan struct{} // closed once version 1 exists and the mirrors are loaded
 
 	vmu      sync.Mutex
 	versions map[uint64]*policyv1.PolicyVersion // immutable once stored
@@ -110,6 +112,7 @@ func New(cfg Config) (*Service, error) {
 		versions: map[uint64]*policyv1.PolicyVersion{},
 		renders:  map[renderKey]*policyv1.RenderedPolicy{},
 	}
+	s.ackWrites = cfg.Store.Batcher(0)
 	s.hub = fanout.New(s.build, fanout.Options{Name: "policy"})
 	if cfg.Metrics != nil {
 		if err := s.registerMetrics(cfg.Metrics); err != nil {

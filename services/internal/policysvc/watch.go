@@ -153,9 +153,13 @@ func (s *Service) AckPolicy(ctx context.Context, req *policyv1.AckPolicyRequest)
 	if err := s.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	cur, _, err := s.readCurrent(ctx)
-	if err != nil {
-		return nil, err
+	// The mirror only lags: a number it already has exists. Anything newer is checked against etcd.
+	cur, _, ok := s.currentFromMirror()
+	if !ok || req.GetPolicyNumber() > cur {
+		var err error
+		if cur, _, err = s.readCurrent(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if req.GetPolicyNumber() > cur {
 		return nil, apierr.InvalidArg("policy_number", "version %d does not exist (current is %d)", req.GetPolicyNumber(), cur)
@@ -173,7 +177,7 @@ func (s *Service) AckPolicy(ctx context.Context, req *policyv1.AckPolicyRequest)
 	if msg != "" {
 		outcome = audit.Failed
 	}
-	rev, err := s.cfg.Store.Txn(ctx, nil, []store.Op{
+	rev, err := s.ackWrites.Txn(ctx, nil, []store.Op{
 		store.PutOp(keyAck(node), val),
 		s.cfg.Audit.Op(ctx, audit.Event{Target: "policy/acks/" + node, Outcome: outcome, Reason: msg, Details: map[string]string{
 			"policy_number": strconv.FormatUint(rec.PolicyNumber, 10), "version": strconv.FormatInt(rec.Version, 10),

@@ -145,7 +145,7 @@ func (s *Service) AckSecrets(ctx context.Context, req *secretv1.AckSecretsReques
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.cfg.Store.Txn(ctx, nil, []store.Op{put})
+	rev, err := s.ackWrites.Txn(ctx, nil, []store.Op{put})
 	if err != nil {
 		return nil, fmt.Errorf("record acknowledgement of %s: %w", rec.NodeID, err)
 	}

@@ -77,8 +77,10 @@ type Service struct {
 	// secrets mirrors secrets/ (metadata and sealed values); acks mirrors acks/.
 	secrets *mirror.Mirror
 	acks    *mirror.Mirror
-	hub     *fanout.Hub[[]*secretv1.NodeSecret]
-	values  valueCache
+	// ackWrites commits a fleet's acknowledgements together.
+	ackWrites *store.Batcher
+	hub       *fanout.Hub[[]*secretv1.NodeSecret]
+	values    valueCache
 	// builtin is closed once this replica's mirror holds "wa-secret", which the API promises exists
 	// from the first start: handlers wait for it rather than answer without it.
 	builtin chan struct{}
@@ -109,6 +111,7 @@ func New(cfg Config) (*Service, error) {
 		acks:    mirror.New(cfg.Store, prefAcks, cfg.Log.With("component", "ack-mirror")),
 		values:  valueCache{m: map[string]cachedValue{}},
 	}
+	s.ackWrites = cfg.Store.Batcher(0)
 	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "secrets"})
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(newCollector(s)); err != nil {

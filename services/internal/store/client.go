@@ -39,6 +39,23 @@ var (
 	ErrCompacted = errors.New("store: revision compacted")
 )
 
+// ConflictError is the ErrConflict of a transaction: Rev is the store's revision when its conditions
+// were evaluated. A caller that read its inputs from a mirror waits for the mirror to reach Rev before
+// retrying, so that the retry sees the write that caused the conflict.
+type ConflictError struct{ Rev int64 }
+
+func (e *ConflictError) Error() string        { return ErrConflict.Error() }
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// ConflictRevision returns the revision carried by a transaction's ErrConflict (0 if err has none).
+func ConflictRevision(err error) int64 {
+	var ce *ConflictError
+	if errors.As(err, &ce) {
+		return ce.Rev
+	}
+	return 0
+}
+
 // Client is a shared connection to etcd from which namespaced Stores are cut.
 type Client struct {
 	raw       *clientv3.Client

@@ -145,7 +145,7 @@ func (s *Store) txn(ctx context.Context, conds []Cond, ops []Op) (*clientv3.TxnR
 		return nil, mapErr(err)
 	}
 	if !resp.Succeeded {
-		return nil, ErrConflict
+		return nil, &ConflictError{Rev: resp.Header.Revision}
 	}
 	return resp, nil
 }

@@ -190,6 +190,9 @@ func TestConformance(t *testing.T) {
 				[]store.Cond{store.MustNotExist("a"), store.AtRevision("b", stale)},
 				[]store.Op{store.PutOp("a", []byte("a")), store.PutOp("c", []byte("c")), store.DeleteOp("b")})
 			wantErr(t, err, store.ErrConflict, "txn with one failing cond")
+			if got, want := store.ConflictRevision(err), mustGet(t, s, "b").ModRevision; got < want {
+				t.Errorf("conflict revision %d, want at least %d (the write that caused it)", got, want)
+			}
 			wantNotFound(t, s, "a")
 			wantNotFound(t, s, "c")
 			mustGet(t, s, "b")
