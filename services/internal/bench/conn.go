@@ -9,11 +9,6 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// agentServiceConfig is warden-agent's (internal/agent/node): client-side round-robin. With it and
-// grpc's default reconnect back-off, a simulated agent's transport comes back on the real agent's
-// schedule.
-const agentServiceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
-
 // dialTLS opens a lazily connecting client. localIP, when set, is the source address: every
 // loopback address is local on Linux, so clients can present distinct peers from one host.
 func dialTLS(addr string, tc *tls.Config, localIP net.IP, opts ...grpc.DialOption) (*grpc.ClientConn, error) {

@@ -20,6 +20,7 @@ import (
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
+	"github.com/warden-sec/warden/services/internal/agent/node"
 	"github.com/warden-sec/warden/services/internal/backoff"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/pki"
@@ -271,7 +272,8 @@ func (f *fleet) connect(ctx context.Context, i int) (*simAgent, error) {
 	}
 	tc := f.serverTLS()
 	tc.Certificates = []tls.Certificate{cert}
-	conn, err := dialTLS(f.addr, tc, nil, grpc.WithDefaultServiceConfig(agentServiceConfig))
+	// warden-agent's balancing and reconnect back-off, so that the storm is the real agents' storm.
+	conn, err := dialTLS(f.addr, tc, nil, node.ChannelOptions()...)
 	if err != nil {
 		return nil, err
 	}

@@ -341,7 +341,7 @@ func (s *Service) certBySerial(serial string) (certRecord, bool) {
 	if !ok {
 		return certRecord{}, false
 	}
-	c, err := decode[certRecord](kv)
+	c, err := s.cfg.View.certRecs.Decode(kv)
 	return c, err == nil
 }
 

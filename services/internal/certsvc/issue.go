@@ -147,7 +147,7 @@ func (s *Service) inputsFromMirror(ctx context.Context, node, kind, pubID string
 	if !ok {
 		return in, errStale
 	}
-	st, err := decode[caState](stKV)
+	st, err := s.cfg.View.caStates.Decode(stKV)
 	if err != nil {
 		return in, err
 	}
@@ -279,7 +279,7 @@ func (s *Service) nodeFromMirror(ctx context.Context, id string) (nodeRecord, in
 	if !ok {
 		return s.readNode(ctx, id)
 	}
-	n, err := decode[nodeRecord](kv)
+	n, err := s.cfg.View.nodeRecs.Decode(kv)
 	return n, kv.ModRevision, err
 }
 

@@ -22,6 +22,12 @@ type View struct {
 	// acknowledgements, which under a fleet-wide burst would hold their pushes back.
 	nodes *mirror.Mirror
 	log   *slog.Logger
+	// Decoded records, shared by every snapshot build (read-only).
+	nodeRecs *mirror.Decoded[nodeRecord]
+	caStates *mirror.Decoded[caState]
+	certRecs *mirror.Decoded[certRecord]
+	crls     *mirror.Decoded[crlRecord]
+	bundles  *mirror.Decoded[bundleRecord]
 
 	mu      sync.Mutex
 	poolRev int64
@@ -39,7 +45,10 @@ type Node struct {
 
 // NewView mirrors the cert namespace st.
 func NewView(st *store.Store, log *slog.Logger) *View {
-	return &View{m: mirror.New(st, "", log), nodes: mirror.New(st, prefNodes, log), log: log}
+	return &View{m: mirror.New(st, "", log), nodes: mirror.New(st, prefNodes, log), log: log,
+		nodeRecs: mirror.NewDecoded(decode[nodeRecord]), caStates: mirror.NewDecoded(decode[caState]),
+		certRecs: mirror.NewDecoded(decode[certRecord]), crls: mirror.NewDecoded(decode[crlRecord]),
+		bundles: mirror.NewDecoded(decode[bundleRecord])}
 }
 
 // Run follows etcd until ctx is done.
@@ -82,7 +91,7 @@ func (v *View) TrustPool() (*x509.CertPool, []byte) {
 	if kv.ModRevision == v.poolRev && v.pool != nil {
 		return v.pool, v.bundle
 	}
-	st, err := decode[caState](kv)
+	st, err := v.caStates.Decode(kv)
 	if err != nil {
 		v.log.Error("CA state unreadable; keeping the previous trust pool", "err", err)
 		if v.pool == nil {
@@ -107,7 +116,7 @@ func (v *View) Node(id string) (Node, bool) {
 	if !ok {
 		return Node{}, false
 	}
-	rec, err := decode[nodeRecord](kv)
+	rec, err := v.nodeRecs.Decode(kv)
 	if err != nil {
 		return Node{}, false
 	}
@@ -118,7 +127,7 @@ func (v *View) Node(id string) (Node, bool) {
 func (v *View) Nodes(role string) []Node {
 	var out []Node
 	for _, kv := range v.nodes.List(prefNodes) {
-		rec, err := decode[nodeRecord](kv)
+		rec, err := v.nodeRecs.Decode(kv)
 		if err != nil || (role != "" && rec.Role != role) {
 			continue
 		}
@@ -149,7 +158,7 @@ func (v *View) IssuerID() string {
 	if !ok {
 		return ""
 	}
-	st, err := decode[caState](kv)
+	st, err := v.caStates.Decode(kv)
 	if err != nil {
 		return ""
 	}

@@ -31,7 +31,7 @@ func (s *Service) buildSnapshot(id string) (*certv1.WatchCredentialsResponse, in
 	if !ok {
 		return nil, 0, apierr.NotFound("node " + id + " (decommissioned or never registered)")
 	}
-	n, err := decode[nodeRecord](nkv)
+	n, err := s.cfg.View.nodeRecs.Decode(nkv)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -46,7 +46,7 @@ func (s *Service) buildSnapshot(id string) (*certv1.WatchCredentialsResponse, in
 	out := &certv1.WatchCredentialsResponse{Version: version}
 	var activeID string
 	if kv, ok := m.Get(keyCAState); ok {
-		st, err := decode[caState](kv)
+		st, err := s.cfg.View.caStates.Decode(kv)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -56,12 +56,12 @@ func (s *Service) buildSnapshot(id string) (*certv1.WatchCredentialsResponse, in
 		}
 	}
 	if kv, ok := m.Get(keyCRL); ok {
-		if crl, err := decode[crlRecord](kv); err == nil {
+		if crl, err := s.cfg.View.crls.Decode(kv); err == nil {
 			out.CrlPem = crl.PEM
 		}
 	}
 	if kv, ok := m.Get(keyDBCA); ok {
-		if b, err := decode[bundleRecord](kv); err == nil {
+		if b, err := s.cfg.View.bundles.Decode(kv); err == nil {
 			out.DatabaseCaPem = b.BundlePEM
 		}
 	}
@@ -72,7 +72,7 @@ func (s *Service) buildSnapshot(id string) (*certv1.WatchCredentialsResponse, in
 	if n.Role == roleCoreapp {
 		var sb strings.Builder
 		for _, kv := range m.List(prefWebhook) {
-			if b, err := decode[bundleRecord](kv); err == nil {
+			if b, err := s.cfg.View.bundles.Decode(kv); err == nil {
 				sb.WriteString(b.BundlePEM)
 			}
 		}

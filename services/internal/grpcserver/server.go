@@ -46,7 +46,7 @@ type Config struct {
 type Limits struct {
 	MaxRecvMsgBytes       int     // default 4 MiB
 	RequestsPerSecond     float64 // per identity (or peer IP when anonymous); default 200
-	Burst                 int     // default 400
+	Burst                 int     // default 1000
 	MaxStreamsPerIdentity int     // default 32
 }
 
@@ -58,7 +58,7 @@ func (l *Limits) fill() {
 		l.RequestsPerSecond = 200
 	}
 	if l.Burst == 0 {
-		l.Burst = 400
+		l.Burst = 1000
 	}
 	if l.MaxStreamsPerIdentity == 0 {
 		l.MaxStreamsPerIdentity = 32

@@ -54,7 +54,7 @@ func (s *Service) buildSnapshot(id string) ([]*secretv1.NodeSecret, int64, error
 	}
 	var out []*secretv1.NodeSecret
 	for _, kv := range s.metas() {
-		rec, err := decode[secretRecord](kv)
+		rec, err := s.records.Decode(kv)
 		if err != nil {
 			s.log.Error("unreadable secret record left out of snapshots", "key", kv.Key, "err", err)
 			continue

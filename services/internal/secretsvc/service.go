@@ -79,8 +79,10 @@ type Service struct {
 	acks    *mirror.Mirror
 	// ackWrites commits a fleet's acknowledgements together.
 	ackWrites *store.Batcher
-	hub       *fanout.Hub[[]*secretv1.NodeSecret]
-	values    valueCache
+	// records decodes secret records once per change for every snapshot built from them (read-only).
+	records *mirror.Decoded[secretRecord]
+	hub     *fanout.Hub[[]*secretv1.NodeSecret]
+	values  valueCache
 	// builtin is closed once this replica's mirror holds "wa-secret", which the API promises exists
 	// from the first start: handlers wait for it rather than answer without it.
 	builtin chan struct{}
@@ -112,6 +114,7 @@ func New(cfg Config) (*Service, error) {
 		values:  valueCache{m: map[string]cachedValue{}},
 	}
 	s.ackWrites = cfg.Store.Batcher(0)
+	s.records = mirror.NewDecoded(decode[secretRecord])
 	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "secrets"})
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(newCollector(s)); err != nil {

@@ -98,7 +98,13 @@ func (b *Batcher) take() []*batchReq {
 	var batch, rest []*batchReq
 	nops, nconds := 0, 0
 	keys := map[string]bool{}
-	for _, r := range b.pending {
+	for i, r := range b.pending {
+		if nops == b.maxOps || nconds == b.maxOps {
+			// Full: the rest waits as it is (scanning thousands of queued acks per batch would cost
+			// more than committing them).
+			rest = append(rest, b.pending[i:]...)
+			break
+		}
 		fits := nops+len(r.ops) <= b.maxOps && nconds+len(r.conds) <= b.maxOps
 		for _, k := range r.keys {
 			if keys[k] {

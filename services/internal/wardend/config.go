@@ -46,6 +46,9 @@ type Config struct {
 	LogLevel           string
 	LogFormat          string
 	AdminName          string
+	RateLimit          float64
+	RateBurst          int
+	MaxStreams         int
 }
 
 // Defaults returns the configuration `make run` uses.
@@ -60,6 +63,9 @@ func Defaults() Config {
 		LogLevel:      "info",
 		LogFormat:     "text",
 		AdminName:     "admin",
+		RateLimit:     200,
+		RateBurst:     1000,
+		MaxStreams:    32,
 	}
 }
 
@@ -83,6 +89,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SealKeyFile, "seal-key-file", c.SealKeyFile, "key-encryption keys (\"id:base64\" lines, first = primary, mode 0600); empty generates <data-dir>/seal.key (dev mode)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each identity (or each source address, for anonymous calls) may make, sustained")
+	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "requests each identity may make at once above --rate-limit (a node renewing all its credentials together)")
+	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "open streams per identity (an agent holds three)")
 	fs.StringVar(&c.AdminName, "admin-name", c.AdminName, "name of the admin identity written to <data-dir>/admin on first start")
 }
 
@@ -118,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.EtcdCert == "") != (c.EtcdKey == "") {
 		return fmt.Errorf("--etcd-cert and --etcd-key go together")
+	}
+	if c.RateLimit <= 0 || c.RateBurst <= 0 || c.MaxStreams <= 0 {
+		return fmt.Errorf("--rate-limit, --rate-burst and --max-streams must be positive")
 	}
 	if c.EtcdTimeout <= 0 {
 		return fmt.Errorf("--etcd-timeout must be positive")

@@ -147,6 +147,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 		Denials:  auditLog,
 		Log:      log.With("component", "grpc"),
 		Registry: reg,
+		Limits:   grpcserver.Limits{RequestsPerSecond: cfg.RateLimit, Burst: cfg.RateBurst, MaxStreamsPerIdentity: cfg.MaxStreams},
 	})
 	if err != nil {
 		return err

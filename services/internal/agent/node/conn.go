@@ -91,8 +91,18 @@ func (a *Agent) newConn() (*grpc.ClientConn, error) {
 		addrs = append(addrs, resolver.Address{Addr: s})
 	}
 	r.InitialState(resolver.State{Addresses: addrs})
-	conn, err := grpc.NewClient(r.Scheme()+":///control-plane",
-		grpc.WithResolvers(r),
+	opts := append(ChannelOptions(), grpc.WithResolvers(r), grpc.WithTransportCredentials(credentials.NewTLS(a.sessionTLS())))
+	conn, err := grpc.NewClient(r.Scheme()+":///control-plane", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the control plane: %w", err)
+	}
+	return conn, nil
+}
+
+// ChannelOptions are the agent channel's balancing and reconnect settings, shared with warden-bench's
+// simulated agents so that they come back after a control-plane restart on the real agent's schedule.
+func ChannelOptions() []grpc.DialOption {
+	return []grpc.DialOption{
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		// The channel re-dials a lost server by itself. gRPC's jitter is symmetric: with the widest
 		// setting (±100 %) a delay d is drawn from [0, 2d], which spreads agents cut off by a restarting
@@ -103,12 +113,7 @@ func (a *Agent) newConn() (*grpc.ClientConn, error) {
 			},
 			MinConnectTimeout: 10 * time.Second,
 		}),
-		grpc.WithTransportCredentials(credentials.NewTLS(a.sessionTLS())),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the control plane: %w", err)
 	}
-	return conn, nil
 }
 
 func (a *Agent) sessionTLS() *tls.Config {
