@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,6 +128,20 @@ const CRLElection = "cert-crl"
 // Register adds the service to s.
 func (s *Service) Register(r grpc.ServiceRegistrar) { certv1.RegisterCertServiceServer(r, s) }
 
+// routeCredentials names the node whose credentials snapshot a changed key feeds, or all.
+func routeCredentials(key string) (string, bool) {
+	for _, p := range []string{prefNodes, prefCurrent, prefExt} {
+		if rest, ok := strings.CutPrefix(key, p); ok {
+			node, _, _ := strings.Cut(rest, "/")
+			if node == allWebapps {
+				return "", true
+			}
+			return node, false
+		}
+	}
+	return "", true // CA state, CRL, DB CA, webhook bundles: in every snapshot
+}
+
 // Run keeps the credential streams fed and, on the elected replica, the CRL fresh, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.cfg.View.WaitReady(ctx); err != nil {
@@ -135,12 +150,10 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	// Acks and tokens change often and feed no snapshot: only the snapshot's inputs wake the hub.
-	m := s.cfg.View.Mirror()
+	// Acks and tokens change often and feed no snapshot: only the snapshot's inputs wake the hub, and a
+	// node's own inputs rebuild only its snapshot.
 	wg.Go(func() {
-		s.hub.Follow(ctx, func() <-chan struct{} {
-			return m.ChangedUnder(prefNodes, prefCurrent, keyCAState, keyCRL, keyDBCA, prefExt, prefWebhook)
-		})
+		s.hub.FollowChanges(ctx, s.cfg.View.Mirror(), []string{prefNodes, prefCurrent, keyCAState, keyCRL, keyDBCA, prefExt, prefWebhook}, routeCredentials)
 	})
 	wg.Go(func() { _ = s.hub.Run(ctx) })
 	err := s.cfg.Client.RunElected(ctx, CRLElection, s.cfg.ReplicaID, s.crlJob)

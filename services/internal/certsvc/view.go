@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
+	"strings"
 	"sync"
 
+	"github.com/warden-sec/warden/services/internal/fanout"
 	"github.com/warden-sec/warden/services/internal/mirror"
 	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/store"
@@ -136,9 +138,15 @@ func (v *View) Nodes(role string) []Node {
 	return out
 }
 
-// RegistryChanged returns a channel closed at the next change of the node registry; other services'
-// snapshot hubs follow it (and not every change of the cert namespace, acknowledgements included).
-func (v *View) RegistryChanged() <-chan struct{} { return v.nodes.Changed() }
+// FollowRegistry wakes hub for every registry change until ctx is done (and not for every change of the
+// cert namespace, acknowledgements included): a node's registration, update or removal rebuilds that
+// node's snapshots only (hub groups are node ids).
+func FollowRegistry[T any](ctx context.Context, v *View, hub *fanout.Hub[T]) {
+	hub.FollowChanges(ctx, v.nodes, []string{prefNodes}, func(key string) (string, bool) {
+		id, _ := strings.CutPrefix(key, prefNodes)
+		return id, false
+	})
+}
 
 // NodesVersion is the revision of the last change to the registry (for snapshot versions of other
 // services that depend on it).

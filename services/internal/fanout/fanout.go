@@ -52,6 +52,11 @@ type Hub[T any] struct {
 	mu    sync.Mutex
 	subs  map[*Sub[T]]struct{}
 	dirty chan struct{}
+	// What the pending burst changed: everything, or only the snapshots of these groups.
+	pendMu   sync.Mutex
+	pendAll  bool
+	pendKeys map[string]struct{}
+	groupOf  func(key string) string
 }
 
 // Options tune coalescing: a burst of changes is recomputed once, after Quiet without further change or
@@ -60,6 +65,9 @@ type Options struct {
 	Name     string        // the stream, as a metric label (e.g. "policy")
 	Quiet    time.Duration // default 10ms
 	MaxDelay time.Duration // default 100ms
+	// GroupOf maps a subscriber key to the group NotifyKeys names (e.g. "webapp/web-1" → "web-1");
+	// default: the key itself.
+	GroupOf func(key string) string
 }
 
 // New returns a hub that builds snapshots with build.
@@ -70,10 +78,14 @@ func New[T any](build BuildFunc[T], opts Options) *Hub[T] {
 	if opts.MaxDelay == 0 {
 		opts.MaxDelay = 100 * time.Millisecond
 	}
+	if opts.GroupOf == nil {
+		opts.GroupOf = func(key string) string { return key }
+	}
 	return &Hub[T]{
 		build: build, quiet: opts.Quiet, maxDelay: opts.MaxDelay,
 		latency: pushLatency.WithLabelValues(opts.Name), subGauge: subscribers.WithLabelValues(opts.Name),
 		subs: map[*Sub[T]]struct{}{}, dirty: make(chan struct{}, 1),
+		pendKeys: map[string]struct{}{}, groupOf: opts.GroupOf,
 	}
 }
 
@@ -175,12 +187,77 @@ func (s *Sub[T]) Next(ctx context.Context, heartbeat time.Duration) (snap T, ver
 	}
 }
 
-// Notify marks the hub dirty; Run recomputes after the coalescing delay.
+// Notify marks every snapshot dirty; Run recomputes after the coalescing delay.
 func (h *Hub[T]) Notify() {
+	h.pendMu.Lock()
+	h.pendAll = true
+	h.pendMu.Unlock()
+	h.wake()
+}
+
+// NotifyKeys marks only the snapshots of these groups dirty (a change of one node's inputs).
+func (h *Hub[T]) NotifyKeys(groups ...string) {
+	if len(groups) == 0 {
+		return
+	}
+	h.pendMu.Lock()
+	for _, g := range groups {
+		h.pendKeys[g] = struct{}{}
+	}
+	h.pendMu.Unlock()
+	h.wake()
+}
+
+func (h *Hub[T]) wake() {
 	h.burstStart.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case h.dirty <- struct{}{}:
 	default:
+	}
+}
+
+// ChangeLog is what FollowChanges reads: a mirror.Mirror.
+type ChangeLog interface {
+	ChangedUnder(prefixes ...string) <-chan struct{}
+	ChangesSince(after int64) (keys []string, upTo int64, complete bool)
+	Revision() int64
+}
+
+// FollowChanges wakes the hub for every change under prefixes of log until ctx is done. route names
+// the group whose snapshot a changed key feeds, or all for a key every snapshot depends on; keys it
+// returns neither for are ignored. A burst of registrations or issuances then rebuilds only the
+// affected agents' snapshots instead of every one.
+func (h *Hub[T]) FollowChanges(ctx context.Context, log ChangeLog, prefixes []string, route func(key string) (group string, all bool)) {
+	// Whatever changed before this point is covered by one full rebuild.
+	seen := log.Revision()
+	h.Notify()
+	for {
+		ch := log.ChangedUnder(prefixes...)
+		keys, upTo, complete := log.ChangesSince(seen)
+		seen = upTo
+		if !complete {
+			h.Notify()
+		} else {
+			var groups []string
+			all := false
+			for _, k := range keys {
+				g, a := route(k)
+				all = all || a
+				if g != "" {
+					groups = append(groups, g)
+				}
+			}
+			if all {
+				h.Notify()
+			} else {
+				h.NotifyKeys(groups...)
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -244,15 +321,28 @@ func (h *Hub[T]) coalesce(ctx context.Context) {
 	}
 }
 
-// Recompute builds every subscriber's snapshot now, once per distinct key, spread over the CPUs.
+// Recompute builds the dirty snapshots now (only the named groups' after NotifyKeys alone, else every
+// one), once per distinct key, spread over the CPUs.
 func (h *Hub[T]) Recompute() {
 	var changedAt time.Time
 	if ns := h.burstStart.Swap(0); ns != 0 {
 		changedAt = time.Unix(0, ns)
 	}
+	h.pendMu.Lock()
+	all, groups := h.pendAll, h.pendKeys
+	h.pendAll, h.pendKeys = false, map[string]struct{}{}
+	h.pendMu.Unlock()
+	if len(groups) == 0 {
+		all = true // called directly, with nothing pending
+	}
 	h.mu.Lock()
-	byKey := make(map[string][]*Sub[T], len(h.subs))
+	byKey := make(map[string][]*Sub[T])
 	for s := range h.subs {
+		if !all {
+			if _, ok := groups[h.groupOf(s.Key)]; !ok {
+				continue
+			}
+		}
 		byKey[s.Key] = append(byKey[s.Key], s)
 	}
 	h.mu.Unlock()

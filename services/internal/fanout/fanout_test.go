@@ -3,6 +3,8 @@ package fanout
 import (
 	"context"
 	"errors"
+	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -110,4 +112,136 @@ func TestRunEndClosesSubscribers(t *testing.T) {
 	if _, _, _, err := s.Next(t.Context(), 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Next after the hub stopped = %v, want ErrClosed", err)
 	}
+}
+
+// fakeLog is a ChangeLog whose changes the test appends.
+type fakeLog struct {
+	mu      sync.Mutex
+	rev     int64
+	changes []struct {
+		rev int64
+		key string
+	}
+	resync int64
+	wait   []chan struct{}
+}
+
+func (l *fakeLog) ChangedUnder(...string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch := make(chan struct{})
+	l.wait = append(l.wait, ch)
+	return ch
+}
+
+func (l *fakeLog) ChangesSince(after int64) ([]string, int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if after < l.resync {
+		return nil, l.rev, false
+	}
+	var keys []string
+	for _, c := range l.changes {
+		if c.rev > after {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys, l.rev, true
+}
+
+func (l *fakeLog) Revision() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rev
+}
+
+// put records a change of key; resync marks a reload instead.
+func (l *fakeLog) put(key string, resync bool) {
+	l.mu.Lock()
+	l.rev++
+	if resync {
+		l.resync = l.rev
+	} else {
+		l.changes = append(l.changes, struct {
+			rev int64
+			key string
+		}{l.rev, key})
+	}
+	wait := l.wait
+	l.wait = nil
+	l.mu.Unlock()
+	for _, ch := range wait {
+		close(ch)
+	}
+}
+
+// TestFollowChangesRebuildsOnlyWhatChanged: a change of one node's input rebuilds that node's
+// snapshot only; a change of a shared input, or a reload, rebuilds every one; other keys none.
+func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
+	var mu sync.Mutex
+	builds := map[string]int{}
+	h := New(func(k string) (string, int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		builds[k]++
+		return k, int64(builds[k]), nil
+	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond,
+		GroupOf: func(k string) string { return strings.TrimPrefix(k, "webapp/") }})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	log := &fakeLog{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = h.Run(ctx) })
+	wg.Go(func() {
+		h.FollowChanges(ctx, log, nil, func(key string) (string, bool) {
+			switch {
+			case strings.HasPrefix(key, "nodes/"):
+				return strings.TrimPrefix(key, "nodes/"), false
+			case key == "ca":
+				return "", true
+			}
+			return "", false
+		})
+	})
+	for _, k := range []string{"webapp/a", "webapp/b", "webapp/c"} {
+		defer h.Subscribe(k, 0).Close()
+	}
+	counts := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(builds)
+	}
+	// The follower starts with one full rebuild; wait until the builds are quiet, then count from there.
+	base := counts()
+	for quiet := time.Now(); time.Since(quiet) < 100*time.Millisecond; time.Sleep(5 * time.Millisecond) {
+		if c := counts(); !maps.Equal(c, base) {
+			base, quiet = c, time.Now()
+		}
+	}
+	wantEventually := func(what string, delta map[string]int) {
+		t.Helper()
+		want := maps.Clone(base)
+		for k, d := range delta {
+			want[k] += d
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !maps.Equal(counts(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: builds %v, want %v", what, counts(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	log.put("acks/b", false)
+	log.put("nodes/b", false)
+	wantEventually("one node changed", map[string]int{"webapp/b": 1})
+	log.put("ca", false)
+	wantEventually("shared input changed", map[string]int{"webapp/a": 1, "webapp/b": 2, "webapp/c": 1})
+	log.put("", true)
+	wantEventually("reload", map[string]int{"webapp/a": 2, "webapp/b": 3, "webapp/c": 2})
+	// Nothing else may have been rebuilt meanwhile (the acks change among them).
+	time.Sleep(50 * time.Millisecond)
+	wantEventually("settled", map[string]int{"webapp/a": 2, "webapp/b": 3, "webapp/c": 2})
 }

@@ -6,6 +6,7 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
@@ -34,6 +35,8 @@ type Mirror struct {
 	rev   int64
 	ready chan struct{}
 	once  sync.Once
+	// stopped is closed when Run returns: nothing will be applied any more.
+	stopped chan struct{}
 	// asking is set while a progress request is outstanding, so that many builders waiting for this
 	// mirror cause one request.
 	asking  atomic.Bool
@@ -41,7 +44,22 @@ type Mirror struct {
 	runCtx  atomic.Pointer[context.Context] // Run's context: progress requests end with it
 	changed chan struct{}                   // closed and replaced after every applied batch
 	waiters []waiter                        // ChangedUnder channels, closed by the next batch that touches their prefixes
+	// changes logs the keys of recent events in revision order, for followers that rebuild only what
+	// changed (ChangesSince). Revisions up to logFloor are not in it (before a reload or truncation);
+	// resyncRev is the revision of the last reload or progress batch, after which followers rebuild
+	// everything.
+	changes   []change
+	logFloor  int64
+	resyncRev int64
 }
+
+type change struct {
+	rev int64
+	key string
+}
+
+// maxChanges bounds the change log; a follower that falls further behind rebuilds everything.
+const maxChanges = 1 << 16
 
 type waiter struct {
 	prefixes []string
@@ -76,12 +94,13 @@ func New(st *store.Store, prefix string, log *slog.Logger) *Mirror {
 	return &Mirror{
 		st: st, prefix: prefix, log: log,
 		entries: map[string]entry{},
-		ready:   make(chan struct{}), changed: make(chan struct{}),
+		ready:   make(chan struct{}), changed: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
 
 // Run follows the prefix until ctx is done.
 func (m *Mirror) Run(ctx context.Context) error {
+	defer close(m.stopped)
 	m.runCtx.Store(&ctx)
 	for b := range m.st.Watch(ctx, m.prefix, 0) {
 		m.apply(b)
@@ -96,9 +115,17 @@ func (m *Mirror) apply(b store.WatchBatch) {
 		m.keys = m.keys[:0]
 		m.tombstones = 0
 		m.floor = b.Revision
+		m.changes = m.changes[:0]
+		m.logFloor = b.Revision
+	}
+	if b.Reset || b.Progress {
+		m.resyncRev = max(m.resyncRev, b.Revision)
 	}
 	for _, ev := range b.Events {
 		k := ev.KV.Key
+		if !b.Reset {
+			m.changes = append(m.changes, change{rev: ev.KV.ModRevision, key: k})
+		}
 		old, existed := m.entries[k]
 		if !existed {
 			i := sort.SearchStrings(m.keys, k)
@@ -121,6 +148,11 @@ func (m *Mirror) apply(b store.WatchBatch) {
 	}
 	if m.tombstones > maxTombstones {
 		m.purgeTombstones()
+	}
+	if len(m.changes) > maxChanges {
+		drop := len(m.changes) - maxChanges/2
+		m.logFloor = m.changes[drop-1].rev
+		m.changes = append(m.changes[:0], m.changes[drop:]...)
 	}
 	ch := m.changed
 	m.changed = make(chan struct{})
@@ -167,7 +199,8 @@ func (m *Mirror) WaitReady(ctx context.Context) error {
 }
 
 // WaitRevision blocks until the mirror has applied revision rev, so a handler that just wrote can read
-// its own write from memory.
+// its own write from memory. Once the mirror stops (the replica is shutting down) it fails at once
+// instead of holding the handler, and so the server's graceful stop, until its deadline.
 func (m *Mirror) WaitRevision(ctx context.Context, rev int64) error {
 	for {
 		m.mu.RLock()
@@ -178,6 +211,8 @@ func (m *Mirror) WaitRevision(ctx context.Context, rev int64) error {
 		}
 		select {
 		case <-ch:
+		case <-m.stopped:
+			return fmt.Errorf("mirror of %q stopped before revision %d: %w", m.prefix, rev, store.ErrUnavailable)
 		case <-ctx.Done():
 			return errors.Join(ctx.Err(), store.ErrUnavailable)
 		}
@@ -200,6 +235,22 @@ func (m *Mirror) ChangedUnder(prefixes ...string) <-chan struct{} {
 	m.waiters = append(m.waiters, waiter{prefixes: prefixes, ch: ch})
 	m.mu.Unlock()
 	return ch
+}
+
+// ChangesSince returns the keys changed after revision after, up to the mirror's current revision
+// upTo. complete is false when the mirror cannot tell (it reloaded, got a progress notification, or
+// the change log no longer reaches back that far): the follower then treats everything as changed.
+func (m *Mirror) ChangesSince(after int64) (keys []string, upTo int64, complete bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if after < m.logFloor || after < m.resyncRev {
+		return nil, m.rev, false
+	}
+	i := sort.Search(len(m.changes), func(i int) bool { return m.changes[i].rev > after })
+	for _, c := range m.changes[i:] {
+		keys = append(keys, c.key)
+	}
+	return keys, m.rev, true
 }
 
 // Revision is the etcd revision the mirror is current with.

@@ -1,6 +1,9 @@
 package mirror
 
 import (
+	"context"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -108,5 +111,63 @@ func TestFreshWaitsForProgress(t *testing.T) {
 	case <-woken:
 	default:
 		t.Fatal("the progress notification did not wake ChangedUnder followers")
+	}
+}
+
+// TestWaitRevisionEndsWhenStopped: a handler waiting for its write must not hold the server's
+// graceful stop once the mirror no longer follows etcd.
+func TestWaitRevisionEndsWhenStopped(t *testing.T) {
+	c := etcdtest.Start(t)
+	m := New(c.Namespace("/t/"), "", etcdtest.Logger(t))
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(stopped) }()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-stopped
+	err := m.WaitRevision(t.Context(), m.Revision()+1000)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("WaitRevision on a stopped mirror = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestChangesSince: followers learn which keys changed since the revision they last saw, and are told
+// to rebuild everything when the mirror cannot say.
+func TestChangesSince(t *testing.T) {
+	c := etcdtest.Start(t)
+	st := c.Namespace("/t/")
+	m := New(st, "", etcdtest.Logger(t))
+	ctx := t.Context()
+	go func() { _ = m.Run(ctx) }()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := m.Revision()
+	if _, _, complete := m.ChangesSince(start - 1); complete {
+		t.Fatal("changes before the initial load reported as complete")
+	}
+	var last int64
+	for _, k := range []string{"nodes/a", "acks/a", "nodes/b"} {
+		rev, err := st.Put(ctx, k, []byte("x"), store.Any())
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = rev
+	}
+	if _, err := st.Delete(ctx, "nodes/a", store.Any()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitRevision(ctx, last+1); err != nil {
+		t.Fatal(err)
+	}
+	keys, upTo, complete := m.ChangesSince(start)
+	if !complete || upTo != last+1 || !slices.Equal(keys, []string{"nodes/a", "acks/a", "nodes/b", "nodes/a"}) {
+		t.Fatalf("ChangesSince(%d) = %v up to %d (complete %v), want the four changes up to %d", start, keys, upTo, complete, last+1)
+	}
+	keys, _, complete = m.ChangesSince(last)
+	if !complete || !slices.Equal(keys, []string{"nodes/a"}) {
+		t.Fatalf("ChangesSince(%d) = %v (complete %v), want the delete only", last, keys, complete)
 	}
 }

@@ -113,7 +113,7 @@ func New(cfg Config) (*Service, error) {
 		renders:  map[renderKey]*policyv1.RenderedPolicy{},
 	}
 	s.ackWrites = cfg.Store.Batcher(0)
-	s.hub = fanout.New(s.build, fanout.Options{Name: "policy"})
+	s.hub = fanout.New(s.build, fanout.Options{Name: "policy", GroupOf: nodeOfHubKey})
 	if cfg.Metrics != nil {
 		if err := s.registerMetrics(cfg.Metrics); err != nil {
 			return nil, fmt.Errorf("policysvc: metrics: %w", err)
@@ -152,7 +152,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	close(s.ready)
 	wg.Go(func() { s.hub.Follow(ctx, s.cur.Changed) })
-	wg.Go(func() { s.hub.Follow(ctx, s.cfg.Certs.RegistryChanged) })
+	wg.Go(func() { certsvc.FollowRegistry(ctx, s.cfg.Certs, s.hub) })
 	return s.hub.Run(ctx)
 }
 

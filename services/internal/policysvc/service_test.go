@@ -185,6 +185,17 @@ func TestSetPolicyReachesWatcher(t *testing.T) {
 		st.GetNodes()[0].GetPolicyNumber() != 2 || st.GetNodes()[0].GetAckedAt() == nil {
 		t.Fatalf("status = %v", st)
 	}
+
+	// A routine success is status, not an audit event; a node that could not apply the policy is.
+	if ev := findAudit(t, e, "policy/acks/web-1"); ev != nil {
+		t.Fatalf("a successful ack was audited: %v", ev)
+	}
+	if _, err := node.AckPolicy(ctx, &policyv1.AckPolicyRequest{NodeId: "web-1", Version: next.GetVersion(), PolicyNumber: 2, Error: "nft: permission denied"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := findAudit(t, e, "policy/acks/web-1"); ev == nil || ev.GetOutcome() != audit.Failed || ev.GetReason() != "nft: permission denied" {
+		t.Fatalf("failed ack audit event = %v", ev)
+	}
 }
 
 func findAudit(t *testing.T, e env, target string) *adminv1.AuditEvent {

@@ -66,6 +66,12 @@ func (s *Service) rendering(ctx context.Context, n uint64, role, zone, node stri
 // hubKey identifies a subscriber: the identity's role is needed for a node missing from the registry.
 func hubKey(node string, role authn.Role) string { return string(role) + "/" + node }
 
+// nodeOfHubKey is the node a hub key belongs to, for rebuilding one node's snapshot.
+func nodeOfHubKey(key string) string {
+	_, node, _ := strings.Cut(key, "/")
+	return node
+}
+
 // buildTimeout bounds the etcd read of a version missing from the cache during a fan-out.
 const buildTimeout = 10 * time.Second
 
@@ -173,16 +179,16 @@ func (s *Service) AckPolicy(ctx context.Context, req *policyv1.AckPolicyRequest)
 	if err != nil {
 		return nil, fmt.Errorf("encode ack: %w", err)
 	}
-	outcome := audit.Success
+	ops := []store.Op{store.PutOp(keyAck(node), val)}
+	// Acknowledgements are status reports sent on every applied snapshot, as the credentials' are: a
+	// node that could not apply a policy is audited, the routine successes of a whole fleet are not
+	// (ListPolicyStatus shows them), or every policy change would add one audit event per node.
 	if msg != "" {
-		outcome = audit.Failed
-	}
-	rev, err := s.ackWrites.Txn(ctx, nil, []store.Op{
-		store.PutOp(keyAck(node), val),
-		s.cfg.Audit.Op(ctx, audit.Event{Target: "policy/acks/" + node, Outcome: outcome, Reason: msg, Details: map[string]string{
+		ops = append(ops, s.cfg.Audit.Op(ctx, audit.Event{Target: "policy/acks/" + node, Outcome: audit.Failed, Reason: msg, Details: map[string]string{
 			"policy_number": strconv.FormatUint(rec.PolicyNumber, 10), "version": strconv.FormatInt(rec.Version, 10),
-		}}),
-	})
+		}}))
+	}
+	rev, err := s.ackWrites.Txn(ctx, nil, ops)
 	if err != nil {
 		return nil, fmt.Errorf("store ack of %s: %w", node, err)
 	}
