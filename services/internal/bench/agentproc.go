@@ -64,10 +64,9 @@ func (f *fleet) firstCredential(ctx context.Context, bin, workDir string, settle
 		return r, err
 	}
 	defer logf.Close()
-	// --ca-file: wardend presents only its leaf, and the agent cannot match --ca-fingerprint against
-	// a root it was not shown; the file holds the CA the fingerprint names.
+	// As the README's quick start: the join token and the CA fingerprint are all the agent is given.
 	cmd := exec.Command(bin, "--role", "webapp", "--node-id", id, "--data-dir", dir, "--server", f.addr,
-		"--join-token", created.GetJoinToken(), "--ca-fingerprint", created.GetCaFingerprint(), "--ca-file", f.caFile)
+		"--join-token", created.GetJoinToken(), "--ca-fingerprint", created.GetCaFingerprint())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	t1 := time.Now()

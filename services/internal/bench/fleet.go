@@ -56,7 +56,6 @@ type fleet struct {
 	anonLim  []*rate.Limiter
 	log      *slog.Logger
 	prefix   string
-	caFile   string
 	// streamOpts are added to every stream an agent opens: as warden-agent (internal/agent/node), a
 	// re-subscription waits for the connection to be ready instead of failing fast while it is down.
 	streamOpts []grpc.CallOption
@@ -101,7 +100,7 @@ func newFleet(ctx context.Context, addr string, admin wardend.AdminFiles, prefix
 	}
 	actx, cancel := context.WithCancel(ctx)
 	f := &fleet{
-		addr: addr, td: id.TrustDomain, pool: pool, admin: ac, log: log, prefix: prefix, caFile: admin.CA,
+		addr: addr, td: id.TrustDomain, pool: pool, admin: ac, log: log, prefix: prefix,
 		adminLim: rate.NewLimiter(adminRate, 20),
 		ctx:      actx, cancel: cancel,
 		policy: newTracker(), staged: newTracker(), active: newTracker(), creds: newTracker(),

@@ -331,7 +331,7 @@ func (s *Service) IssueCertificate(ctx context.Context, req *certv1.IssueCertifi
 		}
 		if !is.reused {
 			ops := append(is.ops, s.cfg.Audit.Op(ctx, issuedEvent(is.rec, "certificate issued")))
-			if _, err := s.st.Txn(ctx, is.conds, ops); err != nil {
+			if _, err := s.issueWrites.Txn(ctx, is.conds, ops); err != nil {
 				waitFor = store.ConflictRevision(err)
 				return err
 			}

@@ -65,8 +65,10 @@ type Service struct {
 	cfg Config
 	st  *store.Store
 	hub *fanout.Hub[*certv1.WatchCredentialsResponse]
-	// ackWrites commits a fleet's acknowledgements together.
-	ackWrites *store.Batcher
+	// ackWrites commits a fleet's acknowledgements together; issueWrites the certificates of
+	// concurrent IssueCertificate calls (a batch whose condition fails is retried request by request).
+	ackWrites   *store.Batcher
+	issueWrites *store.Batcher
 
 	// crlMu serialises this replica's CRL re-signs; replicas are kept apart by the CRL's revision compare.
 	crlMu sync.Mutex
@@ -110,7 +112,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RenewFraction < 0.1 || cfg.RenewFraction > 0.9 {
 		return nil, fmt.Errorf("certsvc: RenewFraction %v is outside [0.1, 0.9]", cfg.RenewFraction)
 	}
-	s := &Service{cfg: cfg, st: cfg.Store, ackWrites: cfg.Store.Batcher(0)}
+	s := &Service{cfg: cfg, st: cfg.Store, ackWrites: cfg.Store.Batcher(0), issueWrites: cfg.Store.Batcher(0)}
 	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "credentials"})
 	if cfg.Metrics != nil {
 		for _, c := range []prometheus.Collector{newExpiryCollector(cfg.View.Mirror(), cfg.Now), newPhaseCollector(cfg.View.Mirror())} {
