@@ -75,7 +75,7 @@ func (s *Service) ackOf(node string) (ackRecord, bool) {
 	if !ok {
 		return ackRecord{}, false
 	}
-	a, err := decode[ackRecord](kv)
+	a, err := s.ackRecs.Decode(kv)
 	if err != nil {
 		s.log.Warn("unreadable acknowledgement; treating the node as not acknowledged", "node", node, "err", err)
 		return ackRecord{}, false

@@ -79,8 +79,10 @@ type Service struct {
 	acks    *mirror.Mirror
 	// ackWrites commits a fleet's acknowledgements together.
 	ackWrites *store.Batcher
-	// records decodes secret records once per change for every snapshot built from them (read-only).
+	// records and ackRecs decode once per change what every snapshot build and every promotion check
+	// reads (read-only).
 	records *mirror.Decoded[secretRecord]
+	ackRecs *mirror.Decoded[ackRecord]
 	hub     *fanout.Hub[[]*secretv1.NodeSecret]
 	values  valueCache
 	// builtin is closed once this replica's mirror holds "wa-secret", which the API promises exists
@@ -115,6 +117,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.ackWrites = cfg.Store.Batcher(0)
 	s.records = mirror.NewDecoded(decode[secretRecord])
+	s.ackRecs = mirror.NewDecoded(decode[ackRecord])
 	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "secrets"})
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(newCollector(s)); err != nil {
