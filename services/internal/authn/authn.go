@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
 )
 
 // ErrUnauthenticated is returned for credentials that are present but not acceptable.
@@ -73,7 +74,7 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Caller, error) {
 }
 
 func (a *Authenticator) fromCertificate(c Caller, leaf *x509.Certificate) (Caller, error) {
-	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	serial := pki.Serial(leaf.SerialNumber)
 	if a.Revoked != nil && a.Revoked.IsRevoked(serial) {
 		return c, fmt.Errorf("%w: certificate %s is revoked", ErrUnauthenticated, serial)
 	}

@@ -229,7 +229,7 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 		chain = append(append(chain, in.ca.Cert), in.ca.Chain...)
 	}
 	rec := certRecord{
-		Serial:    fmt.Sprintf("%x", cert.SerialNumber),
+		Serial:    pki.Serial(cert.SerialNumber),
 		NodeID:    n.ID,
 		Kind:      kind,
 		SPIFFEID:  tpl.ID.String(),

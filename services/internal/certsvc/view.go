@@ -35,6 +35,12 @@ type View struct {
 	poolRev int64
 	pool    *x509.CertPool
 	bundle  []byte
+
+	// all is the whole registry at the registry mirror's revision allRev: promotion checks and status
+	// listings read all of it often, and it changes rarely.
+	allMu  sync.Mutex
+	allRev int64
+	all    []Node
 }
 
 // Node is a registry entry as other services see it.
@@ -125,15 +131,30 @@ func (v *View) Node(id string) (Node, bool) {
 	return Node{ID: rec.ID, Role: rec.Role, Zone: rec.Zone, Addresses: rec.Addresses}, true
 }
 
-// Nodes lists the registry, optionally of one role ("" for all), sorted by id.
+// Nodes lists the registry, optionally of one role ("" for all), sorted by id. The slice is shared
+// between callers until the registry changes: read it, do not modify it.
 func (v *View) Nodes(role string) []Node {
-	var out []Node
-	for _, kv := range v.nodes.List(prefNodes) {
-		rec, err := v.nodeRecs.Decode(kv)
-		if err != nil || (role != "" && rec.Role != role) {
-			continue
+	rev := v.nodes.Revision()
+	v.allMu.Lock()
+	if v.all == nil || v.allRev != rev {
+		all := []Node{}
+		for _, kv := range v.nodes.List(prefNodes) {
+			if rec, err := v.nodeRecs.Decode(kv); err == nil {
+				all = append(all, Node{ID: rec.ID, Role: rec.Role, Zone: rec.Zone, Addresses: rec.Addresses})
+			}
 		}
-		out = append(out, Node{ID: rec.ID, Role: rec.Role, Zone: rec.Zone, Addresses: rec.Addresses})
+		v.all, v.allRev = all, rev
+	}
+	all := v.all
+	v.allMu.Unlock()
+	if role == "" {
+		return all
+	}
+	var out []Node
+	for _, n := range all {
+		if n.Role == role {
+			out = append(out, n)
+		}
 	}
 	return out
 }
@@ -148,19 +169,15 @@ func FollowRegistry[T any](ctx context.Context, v *View, hub *fanout.Hub[T]) {
 	})
 }
 
-// NodesVersion is the revision of the last change to the registry (for snapshot versions of other
-// services that depend on it).
-func (v *View) NodesVersion() int64 { return v.nodes.Version(prefNodes) }
-
 // NodeVersion is the revision of the last change to one node's entry.
 func (v *View) NodeVersion(id string) int64 { return v.nodes.Version(keyNode(id)) }
+
+// CAChanged returns a channel closed at the next change of the CA state (prepare, activate, retire).
+func (v *View) CAChanged() <-chan struct{} { return v.m.ChangedUnder(keyCAState) }
 
 // IssuerID is the id (certificate fingerprint) of the CA that issues now; "" until the CA state is
 // loaded. A holder of a certificate from the active CA (wardend's serving certificate) can renew when it
 // changes, so that peers which dropped the previous root after a rotation still verify it.
-// CAChanged returns a channel closed at the next change of the CA state (prepare, activate, retire).
-func (v *View) CAChanged() <-chan struct{} { return v.m.ChangedUnder(keyCAState) }
-
 func (v *View) IssuerID() string {
 	kv, ok := v.m.Get(keyCAState)
 	if !ok {

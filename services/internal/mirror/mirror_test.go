@@ -11,15 +11,21 @@ import (
 	"github.com/warden-sec/warden/services/internal/testutil/etcdtest"
 )
 
-func TestMirrorFollowsPrefixAndVersions(t *testing.T) {
-	c := etcdtest.Start(t)
-	st := c.Namespace("/t/")
+// startMirror runs a mirror of a fresh namespace on a real etcd until the test ends.
+func startMirror(t *testing.T) (*store.Store, *Mirror) {
+	t.Helper()
+	st := etcdtest.Start(t).Namespace("/t/")
 	m := New(st, "", etcdtest.Logger(t))
-	ctx := t.Context()
-	go func() { _ = m.Run(ctx) }()
-	if err := m.WaitReady(ctx); err != nil {
+	go func() { _ = m.Run(t.Context()) }()
+	if err := m.WaitReady(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	return st, m
+}
+
+func TestMirrorFollowsPrefixAndVersions(t *testing.T) {
+	st, m := startMirror(t)
+	ctx := t.Context()
 	nodes := m.ChangedUnder("nodes/")
 	all := m.Changed()
 	rev, err := st.Put(ctx, "acks/a", []byte("1"), store.Any())
@@ -136,14 +142,8 @@ func TestWaitRevisionEndsWhenStopped(t *testing.T) {
 // TestChangesSince: followers learn which keys changed since the revision they last saw, and are told
 // to rebuild everything when the mirror cannot say.
 func TestChangesSince(t *testing.T) {
-	c := etcdtest.Start(t)
-	st := c.Namespace("/t/")
-	m := New(st, "", etcdtest.Logger(t))
+	st, m := startMirror(t)
 	ctx := t.Context()
-	go func() { _ = m.Run(ctx) }()
-	if err := m.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	start := m.Revision()
 	if _, _, complete := m.ChangesSince(start - 1); complete {
 		t.Fatal("changes before the initial load reported as complete")

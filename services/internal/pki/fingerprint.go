@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"math/big"
 	"strings"
 )
 
@@ -13,6 +14,10 @@ func Fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:])
 }
+
+// Serial returns a certificate serial number in the form Warden stores, lists and revokes by: lowercase
+// hex without leading zeros. It runs on every authenticated call, so it avoids fmt.
+func Serial(n *big.Int) string { return n.Text(16) }
 
 // NormalizeFingerprint turns a SHA-256 fingerprint as people paste it — hex
 // in either case, bare or colon-separated as openssl prints it — into the

@@ -3,6 +3,8 @@ package pki
 import (
 	"bytes"
 	"encoding/pem"
+	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 )
@@ -66,5 +68,13 @@ func TestWithField(t *testing.T) {
 	plain := bytes.ErrTooLarge
 	if got := WithField(plain, "x"); got != plain {
 		t.Fatalf("WithField changed a non-validation error: %v", got)
+	}
+}
+
+func TestSerialMatchesHexFormatting(t *testing.T) {
+	for _, n := range []*big.Int{big.NewInt(1), big.NewInt(0x0abc), new(big.Int).Lsh(big.NewInt(0xfe), 120), big.NewInt(-5)} {
+		if got, want := Serial(n), fmt.Sprintf("%x", n); got != want {
+			t.Errorf("Serial(%v) = %q, want %q (the form stored before)", n, got, want)
+		}
 	}
 }

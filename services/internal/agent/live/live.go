@@ -16,6 +16,7 @@ import (
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/netzone"
+	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/tlsprofile"
 )
 
@@ -64,7 +65,7 @@ func (c *Creds) VerifyPeer(rawCerts [][]byte, usage x509.ExtKeyUsage) (identity.
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 		return identity.ID{}, fmt.Errorf("verify certificate: %w", err)
 	}
-	if serial := fmt.Sprintf("%x", leaf.SerialNumber); c.Revoked[serial] {
+	if serial := pki.Serial(leaf.SerialNumber); c.Revoked[serial] {
 		return identity.ID{}, fmt.Errorf("certificate %s is revoked", serial)
 	}
 	id, err := identity.FromCertificate(leaf)

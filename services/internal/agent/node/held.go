@@ -48,7 +48,7 @@ type held struct {
 
 func (h *held) leaf() *x509.Certificate { return h.chain[0] }
 
-func (h *held) serial() string { return fmt.Sprintf("%x", h.leaf().SerialNumber) }
+func (h *held) serial() string { return pki.Serial(h.leaf().SerialNumber) }
 
 // parseHeld checks that certPEM (leaf first, then its chain) and keyPEM belong together.
 func parseHeld(kind certv1.CertKind, certPEM, keyPEM []byte) (*held, error) {
@@ -222,7 +222,7 @@ func parseCRL(pemBytes []byte) (map[string]bool, error) {
 		return nil, fmt.Errorf("CRL: %w", err)
 	}
 	for _, e := range crl.RevokedCertificateEntries {
-		out[fmt.Sprintf("%x", e.SerialNumber)] = true
+		out[pki.Serial(e.SerialNumber)] = true
 	}
 	return out, nil
 }

@@ -220,10 +220,8 @@ func TestAgentAgainstWardend(t *testing.T) {
 	etcdtest.Eventually(t, wait, func() bool {
 		return r2.state.Creds().Cert(certv1.CertKind_CERT_KIND_WEBAPP_HTTPS) != nil && r2.state.Policy().Number > 0
 	}, "state restored from disk and cache while offline")
-	st := r2.tracker.Snapshot()
-	if !st.FromCache {
-		t.Error("status does not say the agent serves from cache")
-	}
+	// The status is updated once the whole cache is loaded, just after the state is published.
+	etcdtest.Eventually(t, wait, func() bool { return r2.tracker.Snapshot().FromCache }, "status says the agent serves from cache")
 	after, _ := os.ReadFile(filepath.Join(certsDir, "webapp-https.crt"))
 	if string(before) != string(after) {
 		t.Error("certificate changed while the control plane was down")
@@ -232,7 +230,8 @@ func TestAgentAgainstWardend(t *testing.T) {
 	// Control plane back on the same address: the agent resynchronises.
 	restarted := time.Now()
 	env2 := wardentest.Start(t, wardentest.Options{DataDir: wdDir, Configure: configure})
-	// The channel's reconnect back-off may have grown to its 30 s ceiling while wardend was down.
+	// The channel's re-dial back-off may have grown to its ceiling (4 s, up to 8 s with jitter) while
+	// wardend was down.
 	etcdtest.Eventually(t, 2*wait, func() bool {
 		return r2.tracker.Snapshot().LastContact.After(restarted)
 	}, "agent reached the restarted control plane")
