@@ -215,7 +215,7 @@ func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
 	}
 	// The follower starts with one full rebuild; wait until the builds are quiet, then count from there.
 	base := counts()
-	for quiet := time.Now(); time.Since(quiet) < 100*time.Millisecond; time.Sleep(5 * time.Millisecond) {
+	for quiet := time.Now(); time.Since(quiet) < 300*time.Millisecond; time.Sleep(5 * time.Millisecond) {
 		if c := counts(); !maps.Equal(c, base) {
 			base, quiet = c, time.Now()
 		}

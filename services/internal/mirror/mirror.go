@@ -51,6 +51,9 @@ type Mirror struct {
 	changes   []change
 	logFloor  int64
 	resyncRev int64
+	// logging is set by the first ChangesSince: mirrors nobody follows that way (acknowledgements)
+	// keep no log.
+	logging bool
 }
 
 type change struct {
@@ -123,7 +126,7 @@ func (m *Mirror) apply(b store.WatchBatch) {
 	}
 	for _, ev := range b.Events {
 		k := ev.KV.Key
-		if !b.Reset {
+		if m.logging && !b.Reset {
 			m.changes = append(m.changes, change{rev: ev.KV.ModRevision, key: k})
 		}
 		old, existed := m.entries[k]
@@ -241,8 +244,12 @@ func (m *Mirror) ChangedUnder(prefixes ...string) <-chan struct{} {
 // upTo. complete is false when the mirror cannot tell (it reloaded, got a progress notification, or
 // the change log no longer reaches back that far): the follower then treats everything as changed.
 func (m *Mirror) ChangesSince(after int64) (keys []string, upTo int64, complete bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.logging {
+		m.logging = true
+		m.logFloor = m.rev // nothing before this call was logged
+	}
 	if after < m.logFloor || after < m.resyncRev {
 		return nil, m.rev, false
 	}
