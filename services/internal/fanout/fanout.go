@@ -107,12 +107,15 @@ type Sub[T any] struct {
 // version is not delivered again.
 func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
 	s := &Sub[T]{Key: key, hub: h, wake: make(chan struct{}, 1), sent: lastVersion}
-	snap, v, err := h.build(key)
-	s.offer(snap, v, err, time.Time{})
+	// Registered before the first build: a change that lands while the first snapshot is being built
+	// is then recomputed for this subscriber too (offer keeps the newer of the two), instead of being
+	// missed until the next change.
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	h.subGauge.Inc()
+	snap, v, err := h.build(key)
+	s.offer(snap, v, err, time.Time{})
 	return s
 }
 
