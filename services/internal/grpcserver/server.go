@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -71,6 +72,9 @@ type Server struct {
 	Health *health.Server
 	log    *slog.Logger
 	grace  time.Duration
+	// active counts the calls whose handlers are running, so that Serve can close the connections as
+	// soon as none is left instead of waiting for every client to acknowledge the drain.
+	active *atomic.Int64
 }
 
 // New builds the server. Register services on s.GRPC, then call SetServing for each.
@@ -114,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 	// Order (outermost first): metrics → logging → recovery → authentication (skipped for health) →
 	// authorisation → rate and stream limits → error mapping. Metrics and logs see every call, refused
 	// ones included; nothing past authentication runs for a caller that is not who it claims.
+	active := new(atomic.Int64)
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(cfg.TLS)),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvMsgBytes),
@@ -126,12 +131,22 @@ func New(cfg Config) (*Server, error) {
 		grpc.ReadBufferSize(0),
 		grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(
+			func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+				active.Add(1)
+				defer active.Add(-1)
+				return handler(ctx, req)
+			},
 			metrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(logger, logOpts...),
 			recovery.UnaryServerInterceptor(recoverOpt),
 			g.unary,
 		),
 		grpc.ChainStreamInterceptor(
+			func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+				active.Add(1)
+				defer active.Add(-1)
+				return handler(srv, ss)
+			},
 			metrics.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(logger, logOpts...),
 			recovery.StreamServerInterceptor(recoverOpt),
@@ -144,7 +159,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	metrics.InitializeMetrics(gs)
-	return &Server{GRPC: gs, Health: hs, log: cfg.Log, grace: cfg.GraceStop}, nil
+	return &Server{GRPC: gs, Health: hs, log: cfg.Log, grace: cfg.GraceStop, active: active}, nil
 }
 
 // quietLevels logs successful calls at debug so that agents' acks don't flood the log.
@@ -159,7 +174,10 @@ func quietLevels(c codes.Code) logging.Level {
 	}
 }
 
-// Serve serves on lis until ctx is done, then stops gracefully: streams get GraceStop to end.
+// Serve serves on lis until ctx is done, then stops gracefully: no new calls are accepted, calls under
+// way get GraceStop to finish (watch streams end at once: their hubs stop with the replica). Once no
+// call is left the remaining connections are closed without waiting for each client to acknowledge the
+// drain, which with thousands of agents (or one that stopped reading) takes seconds.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.GRPC.Serve(lis) }()
@@ -171,11 +189,24 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.Health.Shutdown()
 	done := make(chan struct{})
 	go func() { s.GRPC.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(s.grace):
-		s.log.Warn("graceful stop timed out; closing remaining streams")
-		s.GRPC.Stop()
+	deadline := time.After(s.grace)
+	idle := time.NewTicker(20 * time.Millisecond)
+	defer idle.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-idle.C:
+			if s.active.Load() == 0 {
+				s.GRPC.Stop()
+				<-done
+				return nil
+			}
+		case <-deadline:
+			s.log.Warn("graceful stop timed out; closing remaining streams", "calls", s.active.Load())
+			s.GRPC.Stop()
+			<-done
+			return nil
+		}
 	}
-	return nil
 }
