@@ -194,6 +194,15 @@ func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 	wg.Go(func() { _ = h.Run(ctx) })
+	for _, k := range []string{"webapp/a", "webapp/b", "webapp/c"} {
+		defer h.Subscribe(k, 0).Close()
+	}
+	counts := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(builds)
+	}
+	// Subscribed (one build each); the follower then starts with one full rebuild (a second each).
 	wg.Go(func() {
 		h.FollowChanges(ctx, log, nil, func(key string) (string, bool) {
 			switch {
@@ -205,19 +214,10 @@ func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
 			return "", false
 		})
 	})
-	for _, k := range []string{"webapp/a", "webapp/b", "webapp/c"} {
-		defer h.Subscribe(k, 0).Close()
-	}
-	counts := func() map[string]int {
-		mu.Lock()
-		defer mu.Unlock()
-		return maps.Clone(builds)
-	}
-	// The follower starts with one full rebuild; wait until the builds are quiet, then count from there.
-	base := counts()
-	for quiet := time.Now(); time.Since(quiet) < 300*time.Millisecond; time.Sleep(5 * time.Millisecond) {
-		if c := counts(); !maps.Equal(c, base) {
-			base, quiet = c, time.Now()
+	base := map[string]int{"webapp/a": 2, "webapp/b": 2, "webapp/c": 2}
+	for deadline := time.Now().Add(10 * time.Second); !maps.Equal(counts(), base); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("start: builds %v, want %v", counts(), base)
 		}
 	}
 	wantEventually := func(what string, delta map[string]int) {
