@@ -25,7 +25,7 @@ import (
 func (a *Agent) credentialsSpec() streamSpec[*certv1.WatchCredentialsResponse] {
 	return streamSpec[*certv1.WatchCredentialsResponse]{
 		name: status.StreamCredentials,
-		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (func() (*certv1.WatchCredentialsResponse, error), error) {
+		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (receiver[*certv1.WatchCredentialsResponse], error) {
 			return recvOf(certv1.NewCertServiceClient(conn).WatchCredentials(ctx, &certv1.WatchCredentialsRequest{NodeId: a.cfg.NodeID, LastVersion: last}, opts...))
 		},
 		apply: a.applyCredentials,

@@ -210,6 +210,9 @@ func TestAgentAgainstWardend(t *testing.T) {
 	if r.state.Policy().Number == 0 {
 		t.Error("no policy published")
 	}
+	if got := r.tracker.Snapshot().Server; got != env.Addr {
+		t.Errorf("status names server %q, want the replica the streams reached, %s", got, env.Addr)
+	}
 
 	// Control plane down: files stay, a restarted agent starts from its cache.
 	env.Stop()

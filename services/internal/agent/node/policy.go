@@ -24,7 +24,7 @@ const NoZonesWarning = "the policy defines no zone networks: every front endpoin
 func (a *Agent) policySpec() streamSpec[*policyv1.WatchPolicyResponse] {
 	return streamSpec[*policyv1.WatchPolicyResponse]{
 		name: status.StreamPolicy,
-		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (func() (*policyv1.WatchPolicyResponse, error), error) {
+		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (receiver[*policyv1.WatchPolicyResponse], error) {
 			return recvOf(policyv1.NewPolicyServiceClient(conn).WatchPolicy(ctx, &policyv1.WatchPolicyRequest{NodeId: a.cfg.NodeID, LastVersion: last}, opts...))
 		},
 		apply: a.applyPolicy,
@@ -93,7 +93,7 @@ func (a *Agent) ackPolicy(ctx context.Context, snap *policyv1.WatchPolicyRespons
 func (a *Agent) peersSpec() streamSpec[*meshv1.WatchPeersResponse] {
 	return streamSpec[*meshv1.WatchPeersResponse]{
 		name: status.StreamPeers,
-		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (func() (*meshv1.WatchPeersResponse, error), error) {
+		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (receiver[*meshv1.WatchPeersResponse], error) {
 			return recvOf(meshv1.NewMeshServiceClient(conn).WatchPeers(ctx, &meshv1.WatchPeersRequest{
 				NodeId: a.cfg.NodeID, ControlAddress: a.cfg.ControlAddress, MasterEligible: a.cfg.MasterEligible, LastVersion: last,
 			}, opts...))

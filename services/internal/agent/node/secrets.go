@@ -59,7 +59,7 @@ func stateName(s secretv1.VersionState) string {
 func (a *Agent) secretsSpec() streamSpec[*secretv1.WatchSecretsResponse] {
 	return streamSpec[*secretv1.WatchSecretsResponse]{
 		name: status.StreamSecrets,
-		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (func() (*secretv1.WatchSecretsResponse, error), error) {
+		open: func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (receiver[*secretv1.WatchSecretsResponse], error) {
 			return recvOf(secretv1.NewSecretServiceClient(conn).WatchSecrets(ctx, &secretv1.WatchSecretsRequest{NodeId: a.cfg.NodeID, LastVersion: last}, opts...))
 		},
 		apply: a.applySecrets,

@@ -32,7 +32,7 @@ type snapshot interface {
 // streamSpec describes one Watch stream.
 type streamSpec[T snapshot] struct {
 	name string
-	open func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (func() (T, error), error)
+	open func(ctx context.Context, conn *grpc.ClientConn, last int64, opts ...grpc.CallOption) (receiver[T], error)
 	// apply writes and publishes a snapshot; on error the previous state stays in place.
 	apply func(ctx context.Context, msg T) error
 	// ack reports the outcome of apply; nil for streams without acknowledgement.
@@ -41,12 +41,27 @@ type streamSpec[T snapshot] struct {
 	box *mailbox[T]
 }
 
-// recvOf adapts a generated stream to the receive function streamSpec.open returns.
-func recvOf[M any](s grpc.ServerStreamingClient[M], err error) (func() (*M, error), error) {
-	if err != nil {
-		return nil, err
+// receiver is an open Watch stream.
+type receiver[T any] struct {
+	recv func() (T, error)
+	// ctx is the stream's context, which names the server it reached (peer.FromContext).
+	ctx context.Context
+}
+
+// server is the address of the control-plane replica the stream is connected to ("" if unknown).
+func (r receiver[T]) server() string {
+	if p, ok := peer.FromContext(r.ctx); ok && p.Addr != nil {
+		return p.Addr.String()
 	}
-	return s.Recv, nil
+	return ""
+}
+
+// recvOf adapts a generated stream to the receiver streamSpec.open returns.
+func recvOf[M any](s grpc.ServerStreamingClient[M], err error) (receiver[*M], error) {
+	if err != nil {
+		return receiver[*M]{}, err
+	}
+	return receiver[*M]{recv: s.Recv, ctx: s.Context()}, nil
 }
 
 // mailbox keeps only the newest value: a slow applier never makes the receiver block, and skipping
@@ -141,10 +156,9 @@ func receive[T snapshot](ctx context.Context, a *Agent, spec streamSpec[T], conn
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var p peer.Peer
 	// WaitForReady: while the control plane is down the call waits for the channel's own reconnection
 	// instead of failing at once and spinning.
-	recv, err := spec.open(sctx, conn, a.version(spec.name), grpc.Peer(&p), grpc.WaitForReady(true))
+	r, err := spec.open(sctx, conn, a.version(spec.name), grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
@@ -152,7 +166,7 @@ func receive[T snapshot](ctx context.Context, a *Agent, spec streamSpec[T], conn
 	idle := time.AfterFunc(a.cfg.StreamIdle, func() { cancel(errIdle) })
 	defer idle.Stop()
 	for {
-		msg, err := recv()
+		msg, err := r.recv()
 		if err != nil {
 			if cause := context.Cause(sctx); errors.Is(cause, errIdle) {
 				return cause
@@ -162,11 +176,7 @@ func receive[T snapshot](ctx context.Context, a *Agent, spec streamSpec[T], conn
 		idle.Reset(a.cfg.StreamIdle)
 		now := a.cfg.Now()
 		bo.Reset()
-		server := ""
-		if p.Addr != nil {
-			server = p.Addr.String()
-		}
-		a.contact(server)
+		a.contact(r.server())
 		a.clock.observeSnapshot(a, msg.GetServerTime(), now)
 		a.cfg.Status.Stream(spec.name, func(s *status.Stream) {
 			s.Connected = true
