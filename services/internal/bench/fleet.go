@@ -410,14 +410,19 @@ func refusal(err error) bool {
 	return false
 }
 
-func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
-	c := policyv1.NewPolicyServiceClient(a.conn)
-	st, err := c.WatchPolicy(ctx, &policyv1.WatchPolicyRequest{NodeId: a.id, LastVersion: a.policyVer.Load()}, a.f.streamOpts...)
-	if err != nil {
-		return err
-	}
+// snapshotMsg is what every Watch response has.
+type snapshotMsg interface {
+	GetHeartbeat() bool
+	GetVersion() int64
+}
+
+// follow receives one stream until it fails, as warden-agent does: every snapshot that is not a
+// heartbeat is handled (handle records what it brought and returns its acknowledgement and what to
+// mark once that succeeded), acknowledged with retries, and its version kept for re-subscribing.
+func follow[M snapshotMsg](ctx context.Context, a *simAgent, recv func() (M, error), got func(), version *atomic.Int64,
+	handle func(m M, now time.Time) (ack func(context.Context) error, acked func())) error {
 	for {
-		m, err := st.Recv()
+		m, err := recv()
 		if err != nil {
 			return err
 		}
@@ -426,24 +431,37 @@ func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
 		if m.GetHeartbeat() {
 			continue
 		}
+		ack, acked := handle(m, now)
+		if err := a.ack(ctx, ack); err != nil {
+			return err
+		}
+		if acked != nil {
+			acked()
+		}
+		version.Store(m.GetVersion())
+	}
+}
+
+func (a *simAgent) watchPolicy(ctx context.Context, got func()) error {
+	c := policyv1.NewPolicyServiceClient(a.conn)
+	st, err := c.WatchPolicy(ctx, &policyv1.WatchPolicyRequest{NodeId: a.id, LastVersion: a.policyVer.Load()}, a.f.streamOpts...)
+	if err != nil {
+		return err
+	}
+	return follow(ctx, a, st.Recv, got, &a.policyVer, func(m *policyv1.WatchPolicyResponse, now time.Time) (func(context.Context) error, func()) {
 		n := m.GetRendered().GetPolicyNumber()
-		fresh := n > a.policyNum
-		if fresh {
+		var acked func()
+		if n > a.policyNum {
 			a.policyNum = n
 			a.f.policy.markRecv(n, now)
+			acked = func() { a.f.policy.markAck(n, time.Now()) }
 		}
 		a.f.sample.CompareAndSwap(nil, m)
-		if err := a.ack(ctx, func(ctx context.Context) error {
+		return func(ctx context.Context) error {
 			_, err := c.AckPolicy(ctx, &policyv1.AckPolicyRequest{NodeId: a.id, Version: m.GetVersion(), PolicyNumber: n})
 			return err
-		}); err != nil {
-			return err
-		}
-		if fresh {
-			a.f.policy.markAck(n, time.Now())
-		}
-		a.policyVer.Store(m.GetVersion())
-	}
+		}, acked
+	})
 }
 
 func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
@@ -452,17 +470,8 @@ func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
 	if err != nil {
 		return err
 	}
-	for {
-		m, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		got()
-		if m.GetHeartbeat() {
-			continue
-		}
-		var newStaged uint64
+	return follow(ctx, a, st.Recv, got, &a.secretVer, func(m *secretv1.WatchSecretsResponse, now time.Time) (func(context.Context) error, func()) {
+		var acked func()
 		held := make([]*secretv1.HeldSecret, 0, len(m.GetSecrets()))
 		for _, s := range m.GetSecrets() {
 			h := &secretv1.HeldSecret{Name: s.GetName()}
@@ -471,34 +480,27 @@ func (a *simAgent) watchSecrets(ctx context.Context, got func()) error {
 				if s.GetName() != secretName {
 					continue
 				}
-				switch v.GetState() {
+				switch n := v.GetNumber(); v.GetState() {
 				case secretv1.VersionState_VERSION_STATE_STAGED:
-					if v.GetNumber() > a.stagedNum {
-						a.stagedNum, newStaged = v.GetNumber(), v.GetNumber()
-						a.f.staged.markRecv(newStaged, now)
+					if n > a.stagedNum {
+						a.stagedNum = n
+						a.f.staged.markRecv(n, now)
+						acked = func() { a.f.staged.markAck(n, time.Now()) }
 					}
 				case secretv1.VersionState_VERSION_STATE_ACTIVE:
-					if v.GetNumber() > a.activeNum {
-						a.activeNum = v.GetNumber()
-						a.f.active.markRecv(a.activeNum, now)
+					if n > a.activeNum {
+						a.activeNum = n
+						a.f.active.markRecv(n, now)
 					}
 				}
 			}
 			held = append(held, h)
 		}
-		if err := a.ack(ctx, func(ctx context.Context) error {
-			_, err := c.AckSecrets(ctx, &secretv1.AckSecretsRequest{
-				NodeId: a.id, Version: m.GetVersion(), Held: held, AgentTime: timestamppb.Now(),
-			})
+		return func(ctx context.Context) error {
+			_, err := c.AckSecrets(ctx, &secretv1.AckSecretsRequest{NodeId: a.id, Version: m.GetVersion(), Held: held, AgentTime: timestamppb.Now()})
 			return err
-		}); err != nil {
-			return err
-		}
-		if newStaged != 0 {
-			a.f.staged.markAck(newStaged, time.Now())
-		}
-		a.secretVer.Store(m.GetVersion())
-	}
+		}, acked
+	})
 }
 
 func (a *simAgent) watchCredentials(ctx context.Context, got func()) error {
@@ -507,40 +509,24 @@ func (a *simAgent) watchCredentials(ctx context.Context, got func()) error {
 	if err != nil {
 		return err
 	}
-	for {
-		m, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		got()
-		if m.GetHeartbeat() {
-			continue
-		}
-		var fresh uint64
+	return follow(ctx, a, st.Recv, got, &a.credVer, func(m *certv1.WatchCredentialsResponse, now time.Time) (func(context.Context) error, func()) {
+		var acked func()
 		if m.GetDatabaseCaPem() != a.dbCAPEM {
 			a.dbCAPEM = m.GetDatabaseCaPem()
 			if g := a.f.dbCAGeneration(a.dbCAPEM); g > a.credGen {
-				a.credGen, fresh = g, g
+				a.credGen = g
 				a.f.creds.markRecv(g, now)
+				acked = func() { a.f.creds.markAck(g, time.Now()) }
 			}
 		}
 		if m.GetTrustBundlePem() != a.trustedPEM {
 			a.trustedPEM, a.trusted = m.GetTrustBundlePem(), fingerprints(m.GetTrustBundlePem())
 		}
-		if err := a.ack(ctx, func(ctx context.Context) error {
-			_, err := c.AckCredentials(ctx, &certv1.AckCredentialsRequest{
-				NodeId: a.id, Version: m.GetVersion(), TrustedFingerprints: a.trusted, AgentTime: timestamppb.Now(),
-			})
+		return func(ctx context.Context) error {
+			_, err := c.AckCredentials(ctx, &certv1.AckCredentialsRequest{NodeId: a.id, Version: m.GetVersion(), TrustedFingerprints: a.trusted, AgentTime: timestamppb.Now()})
 			return err
-		}); err != nil {
-			return err
-		}
-		if fresh != 0 {
-			a.f.creds.markAck(fresh, time.Now())
-		}
-		a.credVer.Store(m.GetVersion())
-	}
+		}, acked
+	})
 }
 
 func fingerprints(bundle string) []string {

@@ -62,6 +62,15 @@ func checkVersion(expected, actual int64) error {
 	return nil
 }
 
+// stateAt reads the CA state for a rotation step and applies the caller's optional expected version.
+func (s *Service) stateAt(ctx context.Context, expected int64) (caState, int64, error) {
+	st, rev, err := s.cfg.Authority.State(ctx)
+	if err != nil {
+		return caState{}, 0, err
+	}
+	return st, rev, checkVersion(expected, rev)
+}
+
 // rootFingerprints are the fingerprints of the roots a CA puts into the trust bundle: what a node's ack
 // must list before the CA may issue.
 func rootFingerprints(c caRecord) []string {
@@ -125,11 +134,8 @@ func (s *Service) PrepareCA(ctx context.Context, req *certv1.PrepareCARequest) (
 	if err != nil {
 		return nil, err
 	}
-	st, rev, err := s.cfg.Authority.State(ctx)
+	st, rev, err := s.stateAt(ctx, req.GetExpectedVersion())
 	if err != nil {
-		return nil, err
-	}
-	if err := checkVersion(req.GetExpectedVersion(), rev); err != nil {
 		return nil, err
 	}
 	if st.Phase != phaseStable {
@@ -223,11 +229,8 @@ func activated(st caState, id string, now time.Time) caState {
 // ActivateCA implements CertService.
 func (s *Service) ActivateCA(ctx context.Context, req *certv1.ActivateCARequest) (*certv1.ActivateCAResponse, error) {
 	now := s.cfg.Now()
-	st, rev, err := s.cfg.Authority.State(ctx)
+	st, rev, err := s.stateAt(ctx, req.GetExpectedVersion())
 	if err != nil {
-		return nil, err
-	}
-	if err := checkVersion(req.GetExpectedVersion(), rev); err != nil {
 		return nil, err
 	}
 	prepared, ok := st.byState(caPrepared)
@@ -348,11 +351,8 @@ func (s *Service) certBySerial(serial string) (certRecord, bool) {
 // RetireCA implements CertService.
 func (s *Service) RetireCA(ctx context.Context, req *certv1.RetireCARequest) (*certv1.RetireCAResponse, error) {
 	now := s.cfg.Now()
-	st, rev, err := s.cfg.Authority.State(ctx)
+	st, rev, err := s.stateAt(ctx, req.GetExpectedVersion())
 	if err != nil {
-		return nil, err
-	}
-	if err := checkVersion(req.GetExpectedVersion(), rev); err != nil {
 		return nil, err
 	}
 	retiring, ok := st.byState(caRetiring)
