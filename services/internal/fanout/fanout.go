@@ -57,6 +57,7 @@ type Hub[T any] struct {
 	pendAll  bool
 	pendKeys map[string]struct{}
 	groupOf  func(key string) string
+	retry    time.Duration
 }
 
 // Options tune coalescing: a burst of changes is recomputed once, after Quiet without further change or
@@ -68,6 +69,10 @@ type Options struct {
 	// GroupOf maps a subscriber key to the group NotifyKeys names (e.g. "webapp/web-1" → "web-1");
 	// default: the key itself.
 	GroupOf func(key string) string
+	// Retry is how soon a snapshot that could not be published yet (BuildFunc returned version 0, e.g.
+	// a mirror it needs lags) is built again even if no change is notified: the notification that
+	// should come (an etcd progress report) can be lost when etcd loses its leader. Default 1s.
+	Retry time.Duration
 }
 
 // New returns a hub that builds snapshots with build.
@@ -81,11 +86,14 @@ func New[T any](build BuildFunc[T], opts Options) *Hub[T] {
 	if opts.GroupOf == nil {
 		opts.GroupOf = func(key string) string { return key }
 	}
+	if opts.Retry == 0 {
+		opts.Retry = time.Second
+	}
 	return &Hub[T]{
 		build: build, quiet: opts.Quiet, maxDelay: opts.MaxDelay,
 		latency: pushLatency.WithLabelValues(opts.Name), subGauge: subscribers.WithLabelValues(opts.Name),
 		subs: map[*Sub[T]]struct{}{}, dirty: make(chan struct{}, 1),
-		pendKeys: map[string]struct{}{}, groupOf: opts.GroupOf,
+		pendKeys: map[string]struct{}{}, groupOf: opts.GroupOf, retry: opts.Retry,
 	}
 }
 
@@ -116,6 +124,9 @@ func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
 	h.subGauge.Inc()
 	snap, v, err := h.build(key)
 	s.offer(snap, v, err, time.Time{})
+	if err == nil && v == 0 {
+		h.retryLater([]string{h.groupOf(key)})
+	}
 	return s
 }
 
@@ -355,6 +366,8 @@ func (h *Hub[T]) Recompute() {
 	}
 	close(keys)
 	var wg sync.WaitGroup
+	var unpublishedMu sync.Mutex
+	var unpublished []string
 	for range min(runtime.GOMAXPROCS(0), len(byKey)) {
 		wg.Add(1)
 		go func() {
@@ -364,10 +377,23 @@ func (h *Hub[T]) Recompute() {
 				for _, s := range byKey[k] {
 					s.offer(snap, v, err, changedAt)
 				}
+				if err == nil && v == 0 {
+					unpublishedMu.Lock()
+					unpublished = append(unpublished, h.groupOf(k))
+					unpublishedMu.Unlock()
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	h.retryLater(unpublished)
+}
+
+// retryLater notifies groups again after the retry delay (see Options.Retry).
+func (h *Hub[T]) retryLater(groups []string) {
+	if len(groups) > 0 {
+		time.AfterFunc(h.retry, func() { h.NotifyKeys(groups...) })
+	}
 }
 
 // Subscribers counts the open subscriptions.

@@ -245,3 +245,31 @@ func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	wantEventually("settled", map[string]int{"webapp/a": 2, "webapp/b": 3, "webapp/c": 2})
 }
+
+// TestUnpublishableSnapshotIsRetried: a snapshot that cannot be published yet (its build reports
+// version 0) is built again after Options.Retry even when no change is ever notified, so that a lost
+// notification does not leave a subscriber without it.
+func TestUnpublishableSnapshotIsRetried(t *testing.T) {
+	var ready atomic.Bool
+	h := New(func(k string) (string, int64, error) {
+		if !ready.Load() {
+			return "", 0, nil
+		}
+		return k, 1, nil
+	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond, Retry: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = h.Run(ctx) })
+	sub := h.Subscribe("a", 0)
+	defer sub.Close()
+	ready.Store(true) // no Notify: only the retry can deliver it
+	nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ncancel()
+	snap, v, _, err := sub.Next(nctx, 0)
+	if err != nil || snap != "a" || v != 1 {
+		t.Fatalf("Next = %q, %d, %v; want the snapshot once it became publishable", snap, v, err)
+	}
+}
