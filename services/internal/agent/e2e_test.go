@@ -61,16 +61,6 @@ func binaries(t *testing.T) (wardendBin, agentBin string) {
 	return filepath.Join(dir, "wardend"), filepath.Join(dir, "warden-agent")
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // proc is a child process whose output goes to a log file, shown (its tail) when the test fails, or in
 // full with E2E_LOGS=1.
 type proc struct {
@@ -340,7 +330,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	wardendAddr := freePort(t)
+	wardendAddr := etcdtest.FreeAddr(t)
 	wdDir := filepath.Join(root, "wardend")
 	wd, conn := startWardend(t, wardendBin, wardendAddr, wdDir, logDir)
 	ctx := t.Context()
@@ -398,13 +388,13 @@ func TestEndToEnd(t *testing.T) {
 			"--reload-command", "touch " + filepath.Join(dataDir, "reloaded"), "--reload-debounce", "100ms",
 			"--status-interval", "500ms"}
 	}
-	web := &agentProc{id: "web-1", dataDir: filepath.Join(root, "web-1"), front: freePort(t)}
+	web := &agentProc{id: "web-1", dataDir: filepath.Join(root, "web-1"), front: etcdtest.FreeAddr(t)}
 	webNode := newNode(web.id, certv1.NodeRole_NODE_ROLE_WEBAPP, "webapp")
 	web.proc = start(t, web.id, logDir, agentBin, append(common(web.id, "webapp", webNode, web.dataDir),
 		"--front-listen", web.front, "--upstream", upstream.URL)...)
 	var cores []*agentProc
 	for i := 1; i <= 3; i++ {
-		a := &agentProc{id: fmt.Sprintf("core-%d", i), dataDir: filepath.Join(root, fmt.Sprintf("core-%d", i)), front: freePort(t), comm: freePort(t)}
+		a := &agentProc{id: fmt.Sprintf("core-%d", i), dataDir: filepath.Join(root, fmt.Sprintf("core-%d", i)), front: etcdtest.FreeAddr(t), comm: etcdtest.FreeAddr(t)}
 		n := newNode(a.id, certv1.NodeRole_NODE_ROLE_COREAPP, "coreapp")
 		args := append(common(a.id, "coreapp", n, a.dataDir), "--control-listen", a.front, "--comm-listen", a.comm,
 			"--comm-upstream", echo.Addr().String(), "--mesh-interval", "1s")

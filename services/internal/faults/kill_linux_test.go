@@ -14,6 +14,8 @@ import (
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
+
+	"github.com/warden-sec/warden/services/internal/testutil/etcdtest"
 )
 
 // ledger records the writes of a burst: those wardend acknowledged, and those whose outcome is unknown
@@ -52,7 +54,7 @@ func TestKill9DuringWriteBurst(t *testing.T) {
 		t.Skip("runs wardend as a process")
 	}
 	dataDir := filepath.Join(t.TempDir(), "data")
-	addr := freeAddr(t)
+	addr := etcdtest.FreeAddr(t)
 	wd := startWardend(t, dataDir, addr)
 	conn, err := adminConn(dataDir, addr)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/warden-sec/warden/services/internal/agent/agenttest"
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +26,7 @@ import (
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	"github.com/warden-sec/warden/services/internal/agent"
+	"github.com/warden-sec/warden/services/internal/agent/agenttest"
 	agentstatus "github.com/warden-sec/warden/services/internal/agent/status"
 	"github.com/warden-sec/warden/services/internal/cliconfig"
 	"github.com/warden-sec/warden/services/internal/identity"
@@ -258,7 +258,7 @@ type forwarder struct {
 }
 
 func newForwarder(t *testing.T, target string) *forwarder {
-	return &forwarder{addr: freeAddr(t), target: target}
+	return &forwarder{addr: etcdtest.FreeAddr(t), target: target}
 }
 
 func (f *forwarder) start(t *testing.T) {
@@ -302,16 +302,6 @@ func (f *forwarder) start(t *testing.T) {
 	}()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startAgent runs a Webapp agent with every replica as --server and an HTTPS front proxying to a
 // stand-in Webapp.
 func startAgent(t *testing.T, nodeID string, servers []string, token, fingerprint string) *runningAgent {
@@ -327,7 +317,7 @@ func startAgent(t *testing.T, nodeID string, servers []string, token, fingerprin
 	cfg.DataDir = t.TempDir()
 	cfg.Servers = cliconfig.List(servers)
 	cfg.JoinToken, cfg.CAFingerprint = token, fingerprint
-	cfg.FrontListen, cfg.Upstream = freeAddr(t), up.String()
+	cfg.FrontListen, cfg.Upstream = etcdtest.FreeAddr(t), up.String()
 	cfg.StatusInterval = time.Second
 	cfg.StreamIdle = 10 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())

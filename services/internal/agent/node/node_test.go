@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,16 +70,6 @@ func newAgent(t *testing.T, cfg Config) *runningAgent {
 	return r
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func mode(t *testing.T, path string) fs.FileMode {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -98,7 +87,7 @@ func TestAgentAgainstWardend(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts wardend with an embedded etcd")
 	}
-	addr := freeAddr(t)
+	addr := etcdtest.FreeAddr(t)
 	wdDir := t.TempDir()
 	configure := func(c *wardend.Config) { c.Listen = addr }
 	env := wardentest.Start(t, wardentest.Options{DataDir: wdDir, Configure: configure})

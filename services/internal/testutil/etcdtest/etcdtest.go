@@ -1,9 +1,10 @@
-// Package etcdtest starts a real embedded etcd for tests in other packages.
-// It is imported only by tests.
+// Package etcdtest starts a real embedded etcd for tests in other packages, and holds the few helpers
+// those tests share (Eventually, FreeAddr). It is imported only by tests.
 package etcdtest
 
 import (
 	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -88,4 +89,16 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago, for a child process or
+// server that must be told its address before it listens.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
