@@ -3,7 +3,6 @@ package adminsvc
 import (
 	"context"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"slices"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -11,6 +10,7 @@ import (
 	adminv1 "github.com/warden-sec/warden/gen/warden/admin/v1"
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/audit"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 

@@ -3,14 +3,14 @@ package adminsvc
 import (
 	"context"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/certsvc"
-	"github.com/warden-sec/warden/services/internal/secretsvc"
 	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/warden-sec/warden/gen/warden/admin/v1"
+	"github.com/warden-sec/warden/services/internal/certsvc"
+	"github.com/warden-sec/warden/services/internal/secretsvc"
 )
 
 // periodicJobs are the etcd elections of every periodic job. Each service elects its own runner (a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -13,6 +12,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/authn"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/password"
 	"github.com/warden-sec/warden/services/internal/store"
 	"github.com/warden-sec/warden/services/internal/token"

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 	"time"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/authn"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 

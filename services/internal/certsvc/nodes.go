@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/store"
 	"github.com/warden-sec/warden/services/internal/token"

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/store"
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"maps"
 	"slices"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/audit"
 	"github.com/warden-sec/warden/services/internal/authn"
 	"github.com/warden-sec/warden/services/internal/mirror"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"strconv"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
 	"github.com/warden-sec/warden/services/internal/apierr"
 	"github.com/warden-sec/warden/services/internal/audit"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 

@@ -3,7 +3,6 @@ package secretsvc
 import (
 	"context"
 	"fmt"
-	"github.com/warden-sec/warden/services/internal/paging"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/certsvc"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/mirror"
+	"github.com/warden-sec/warden/services/internal/paging"
 	"github.com/warden-sec/warden/services/internal/store"
 )
 
