@@ -28,6 +28,7 @@ import (
 	meshv1 "github.com/warden-sec/warden/gen/warden/mesh/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
+	"github.com/warden-sec/warden/services/internal/agent/agenttest"
 	"github.com/warden-sec/warden/services/internal/agent/materialize"
 	"github.com/warden-sec/warden/services/internal/agent/status"
 	"github.com/warden-sec/warden/services/internal/identity"
@@ -356,24 +357,7 @@ func TestEndToEnd(t *testing.T) {
 		fmt.Fprintf(w, "webapp %s", r.URL.Path)
 	}))
 	t.Cleanup(upstream.Close)
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				_, _ = io.WriteString(c, "coreapp "+line)
-			}()
-		}
-	}()
+	echo := agenttest.LineEcho(t, "coreapp ")
 
 	newNode := func(id string, role certv1.NodeRole, zone string) *certv1.CreateNodeResponse {
 		resp, err := certs.CreateNode(ctx, &certv1.CreateNodeRequest{NodeId: id, Role: role, Zone: zone, Addresses: []string{"localhost", "127.0.0.1"}})

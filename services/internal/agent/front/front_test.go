@@ -280,21 +280,7 @@ func TestCommFront(t *testing.T) {
 	state.SetCreds(creds)
 	state.SetPolicy(policy(tlsprofile.Modern, map[policyv1.Endpoint][]string{policyv1.Endpoint_ENDPOINT_COREAPP_COMMUNICATION: {"127.0.0.1/32"}}))
 
-	echo := listen(t)
-	t.Cleanup(func() { _ = echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				_, _ = io.WriteString(c, "echo "+line)
-			}()
-		}
-	}()
+	echo := agenttest.LineEcho(t, "echo ")
 	ln := listen(t)
 	f, err := NewComm(CommConfig{Listener: ln, Upstream: echo.Addr().String(), State: state, Log: quiet()})
 	if err != nil {
