@@ -86,6 +86,7 @@ type Service struct {
 	acks *mirror.Mirror
 	// ackWrites commits a fleet's acknowledgements together.
 	ackWrites *store.Batcher
+	curRecs   *mirror.Decoded[currentRecord]
 	hub       *fanout.Hub[*policyv1.RenderedPolicy]
 	ready     chan struct{} // closed once version 1 exists and the mirrors are loaded
 
@@ -113,6 +114,7 @@ func New(cfg Config) (*Service, error) {
 		renders:  map[renderKey]*policyv1.RenderedPolicy{},
 	}
 	s.ackWrites = cfg.Store.Batcher(0)
+	s.curRecs = mirror.NewDecoded(decodeCurrent)
 	s.hub = fanout.New(s.build, fanout.Options{Name: "policy", GroupOf: nodeOfHubKey})
 	if cfg.Metrics != nil {
 		if err := s.registerMetrics(cfg.Metrics); err != nil {
@@ -215,21 +217,30 @@ func (s *Service) readCurrent(ctx context.Context) (number uint64, modRev int64,
 	if err != nil {
 		return 0, 0, fmt.Errorf("read current policy: %w", err)
 	}
-	var rec currentRecord
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		return 0, 0, fmt.Errorf("decode current policy pointer: %w", err)
+	rec, err := decodeCurrent(kv)
+	if err != nil {
+		return 0, 0, err
 	}
 	return rec.Number, kv.ModRevision, nil
 }
 
-// currentFromMirror is the current number and the snapshot version it contributes.
+func decodeCurrent(kv store.KV) (currentRecord, error) {
+	var rec currentRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return rec, fmt.Errorf("decode current policy pointer: %w", err)
+	}
+	return rec, nil
+}
+
+// currentFromMirror is the current number and the snapshot version it contributes. Every snapshot
+// build reads it, so the pointer is decoded once per change.
 func (s *Service) currentFromMirror() (uint64, int64, bool) {
 	kv, ok := s.cur.Get(keyCurrent)
 	if !ok {
 		return 0, 0, false
 	}
-	var rec currentRecord
-	if json.Unmarshal(kv.Value, &rec) != nil {
+	rec, err := s.curRecs.Decode(kv)
+	if err != nil {
 		return 0, 0, false
 	}
 	return rec.Number, s.cur.Version(keyCurrent), true
