@@ -2,17 +2,14 @@ package authn
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
 
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"github.com/warden-sec/warden/services/internal/identity"
-	"github.com/warden-sec/warden/services/internal/pki"
 )
 
 // ErrUnauthenticated is returned for credentials that are present but not acceptable.
@@ -51,8 +48,8 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if ok {
 		c.Peer = p.Addr.String()
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
-			return a.fromCertificate(c, ti.State.VerifiedChains[0][0])
+		if ci, ok := p.AuthInfo.(connInfo); ok && ci.leaf != nil {
+			return a.fromCertificate(c, ci)
 		}
 	}
 	token, err := bearer(ctx)
@@ -73,14 +70,13 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Caller, error) {
 	return c, nil
 }
 
-func (a *Authenticator) fromCertificate(c Caller, leaf *x509.Certificate) (Caller, error) {
-	serial := pki.Serial(leaf.SerialNumber)
+func (a *Authenticator) fromCertificate(c Caller, ci connInfo) (Caller, error) {
+	serial, id := ci.serial, ci.id
 	if a.Revoked != nil && a.Revoked.IsRevoked(serial) {
 		return c, fmt.Errorf("%w: certificate %s is revoked", ErrUnauthenticated, serial)
 	}
-	id, err := identity.FromCertificate(leaf)
-	if err != nil {
-		return c, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	if ci.idErr != nil {
+		return c, fmt.Errorf("%w: %v", ErrUnauthenticated, ci.idErr)
 	}
 	if id.TrustDomain != a.TrustDomain {
 		return c, fmt.Errorf("%w: identity %s is outside trust domain %s", ErrUnauthenticated, id, a.TrustDomain)

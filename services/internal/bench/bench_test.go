@@ -51,6 +51,9 @@ func TestQuick(t *testing.T) {
 	}
 	if s := rep.Storm; s == nil || s.Error != "" || s.Refusals != 0 || s.NotCurrent != 0 || len(s.Checks) != 3 {
 		t.Errorf("storm: %+v", s)
+	} else if s.ResumedHandshakes < int64(s.Agents) {
+		// Every agent's reconnection to the restarted process resumes the session of the old one.
+		t.Errorf("storm: %d of %d TLS handshakes resumed, want at least one per agent (%d)", s.ResumedHandshakes, s.Handshakes, s.Agents)
 	}
 	if c := rep.FirstCredential; c == nil || c.AgentMS == 0 || c.AgentRSSKiB == 0 || c.Error != "" {
 		t.Errorf("first credential: %+v (notes: %v)", c, rep.Notes)

@@ -271,6 +271,8 @@ func (f *fleet) connect(ctx context.Context, i int) (*simAgent, error) {
 	}
 	tc := f.serverTLS()
 	tc.Certificates = []tls.Certificate{cert}
+	// As warden-agent: a reconnect resumes the TLS session.
+	tc.ClientSessionCache = node.SessionCache(func() *tls.Certificate { return &cert })
 	// warden-agent's balancing and reconnect back-off, so that the storm is the real agents' storm.
 	conn, err := dialTLS(f.addr, tc, nil, node.ChannelOptions()...)
 	if err != nil {

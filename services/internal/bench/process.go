@@ -249,6 +249,13 @@ func (w *wardendProc) stop(grace time.Duration) error {
 
 // heapInUse scrapes go_memstats_heap_inuse_bytes from wardend's metrics listener.
 func (w *wardendProc) heapInUse(ctx context.Context) (int64, error) {
+	v, err := w.metric(ctx, "go_memstats_heap_inuse_bytes ")
+	return int64(v), err
+}
+
+// metric scrapes wardend's metrics listener and sums the samples whose line starts with prefix (a
+// name followed by a space, or a name with the opening of its label set).
+func (w *wardendProc) metric(ctx context.Context, prefix string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.metricsAddr+"/metrics", nil)
@@ -264,13 +271,22 @@ func (w *wardendProc) heapInUse(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	sum, found := 0.0, false
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int64(f), err
+		if !strings.HasPrefix(line, prefix) {
+			continue
 		}
+		fields := strings.Fields(line)
+		f, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", strings.TrimSpace(line), err)
+		}
+		sum, found = sum+f, true
 	}
-	return 0, errors.New("no go_memstats_heap_inuse_bytes in /metrics")
+	if !found {
+		return 0, fmt.Errorf("no %s in /metrics", strings.TrimSpace(prefix))
+	}
+	return sum, nil
 }
 
 func tail(path string, n int64) string {

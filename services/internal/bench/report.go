@@ -136,8 +136,8 @@ func (r *Report) WriteText(out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%d\t\n", c.Stream, c.CommitAfterStartMS, c.FromStart, c.Missing)
 		}
 		tw.Flush()
-		fmt.Fprintf(&b, "re-subscriptions %d; refusals %d; peak wardend CPU %.0f%% of one core; peak RSS %s; agents not current at the deadline (gave up): %d\n",
-			s.Resubscriptions, s.Refusals, s.PeakCPUPercent, mib(s.PeakRSSKiB), s.NotCurrent)
+		fmt.Fprintf(&b, "re-subscriptions %d; TLS handshakes %d, %d of them resumed; refusals %d; peak wardend CPU %.0f%% of one core; peak RSS %s; agents not current at the deadline (gave up): %d\n",
+			s.Resubscriptions, s.Handshakes, s.ResumedHandshakes, s.Refusals, s.PeakCPUPercent, mib(s.PeakRSSKiB), s.NotCurrent)
 		if s.Error != "" {
 			fmt.Fprintf(&b, "storm error: %s\n", s.Error)
 		}

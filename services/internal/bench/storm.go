@@ -27,6 +27,10 @@ type Storm struct {
 	PeakRSSKiB int64 `json:"peak_rss_kib"`
 	// Stream re-subscriptions the agents made (3 streams per agent; retries included).
 	Resubscriptions int64 `json:"resubscriptions"`
+	// TLS handshakes the new process completed by the end of the storm, and how many of them resumed a
+	// session made with the old process (wardend's warden_tls_handshakes_total).
+	Handshakes        int64 `json:"handshakes"`
+	ResumedHandshakes int64 `json:"resumed_handshakes"`
 	// Stream errors refusing an agent's identity or request (retrying cannot cure them).
 	Refusals int64 `json:"refusals"`
 	// Agents not current on every stream at the deadline: in effect, they gave up.
@@ -124,6 +128,12 @@ func storm(ctx context.Context, f *fleet, w *wardendProc, deadline time.Duration
 	s.PeakRSSKiB = smp.PeakRSS
 	if hwm, err := hwmKiB(w.pid()); err == nil {
 		s.PeakRSSKiB = max(s.PeakRSSKiB, hwm)
+	}
+	if all, err := w.metric(ctx, "warden_tls_handshakes_total{"); err == nil {
+		s.Handshakes = int64(all)
+	}
+	if resumed, err := w.metric(ctx, `warden_tls_handshakes_total{resumed="true"}`); err == nil {
+		s.ResumedHandshakes = int64(resumed)
 	}
 	s.Resubscriptions = f.reconnects.Load() - resub0
 	s.Refusals = f.refused.Load() - refused0

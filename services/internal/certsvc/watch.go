@@ -137,7 +137,9 @@ func (s *Service) WatchCredentials(req *certv1.WatchCredentialsRequest, stream c
 		return apierr.InvalidArg("last_version", "must not be negative")
 	}
 	caller := authn.FromContext(ctx)
-	n, rev, err := s.readNode(ctx, id)
+	// From the mirror when it has the node (every re-subscription after a restart): a read from etcd
+	// per subscription showed in the reconnect storm's profile.
+	n, rev, err := s.nodeFromMirror(ctx, id)
 	if err != nil {
 		return err
 	}

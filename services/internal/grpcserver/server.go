@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -102,9 +102,16 @@ func New(cfg Config) (*Server, error) {
 			Help: "Open server streams by caller role and method (agents connected, by role).",
 		}, []string{"role", "method"}),
 	}
+	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warden_tls_handshakes_total",
+		Help: "Completed TLS handshakes, by whether a session was resumed (agents reconnecting after a restart or failover should resume).",
+	}, []string{"resumed"})
 	if cfg.Registry != nil {
 		if err := cfg.Registry.Register(g.streams); err != nil {
 			return nil, fmt.Errorf("register stream metrics: %w", err)
+		}
+		if err := cfg.Registry.Register(handshakes); err != nil {
+			return nil, fmt.Errorf("register handshake metrics: %w", err)
 		}
 	}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
@@ -120,7 +127,9 @@ func New(cfg Config) (*Server, error) {
 	// ones included; nothing past authentication runs for a caller that is not who it claims.
 	active := new(atomic.Int64)
 	gs := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(cfg.TLS)),
+		grpc.Creds(authn.ServerCredentials(cfg.TLS, func(st tls.ConnectionState) {
+			handshakes.WithLabelValues(strconv.FormatBool(st.DidResume)).Inc()
+		})),
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

@@ -47,7 +47,7 @@ func TestMetricsExposed(t *testing.T) {
 	reg := env.Platform.Metrics.(*prometheus.Registry)
 	want := []string{
 		"grpc_server_handled_total", "grpc_server_handling_seconds", "grpc_client_handling_seconds",
-		"warden_open_streams", "warden_stream_subscribers", "warden_push_latency_seconds",
+		"warden_open_streams", "warden_stream_subscribers", "warden_push_latency_seconds", "warden_tls_handshakes_total",
 		"warden_policy_current_number", "warden_ca_rotation_phase", "go_goroutines", // warden_cert_expiry_seconds: certsvc tests (needs issued certificates)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -106,10 +107,34 @@ func (s *servingCert) Run(ctx context.Context, view *certsvc.View, onCAChange fu
 // tlsConfig serves the current certificate and verifies client certificates against the current trust
 // bundle (both change at run time). Client certificates are optional at the TLS layer because Bootstrap,
 // Login and health are called without one; the interceptors decide per method.
-func (s *servingCert) tlsConfig(pool func() *x509.CertPool) *tls.Config {
+//
+// Sessions resume with tickets under the keys every replica shares (package ticketkeys; applied with
+// SetSessionTicketKeys on the returned config). On resumption crypto/tls checks that the client chain is
+// still within its validity and rooted in the current bundle; the ticket also names the client
+// certificate's serial, so a session of a since-revoked certificate falls back to a full handshake (which
+// then fails to authenticate) instead of resuming. Every call is checked for revocation anyway.
+func (s *servingCert) tlsConfig(pool func() *x509.CertPool, revoked func(serial string) bool) *tls.Config {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"h2"},
+	}
+	base.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		if len(cs.PeerCertificates) > 0 {
+			ss.Extra = append(ss.Extra, []byte(ticketSerialPrefix+pki.Serial(cs.PeerCertificates[0].SerialNumber)))
+		}
+		return base.EncryptTicket(cs, ss)
+	}
+	base.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := base.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return ss, err
+		}
+		for _, e := range ss.Extra {
+			if serial, ok := strings.CutPrefix(string(e), ticketSerialPrefix); ok && revoked(serial) {
+				return nil, nil // not resumed: a full handshake instead
+			}
+		}
+		return ss, nil
 	}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		c := base.Clone()
@@ -121,3 +146,6 @@ func (s *servingCert) tlsConfig(pool func() *x509.CertPool) *tls.Config {
 	}
 	return base
 }
+
+// ticketSerialPrefix marks the client certificate's serial among a session ticket's extra data.
+const ticketSerialPrefix = "warden-client-serial:"

@@ -28,6 +28,7 @@ import (
 	"github.com/warden-sec/warden/services/internal/rungroup"
 	"github.com/warden-sec/warden/services/internal/seal"
 	"github.com/warden-sec/warden/services/internal/store"
+	"github.com/warden-sec/warden/services/internal/ticketkeys"
 )
 
 // Hosted is a service wardend can host.
@@ -137,8 +138,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 	auditLog := audit.New(client, log.With("component", "audit"))
 	tokens := adminsvc.NewTokenVerifier(client.Namespace(adminsvc.Prefix), log.With("component", "tokens"))
 	g.Go("token verifier", tokens.Run)
+	serverTLS := serving.tlsConfig(func() *x509.CertPool { p, _ := view.TrustPool(); return p }, view.IsRevoked)
+	applyTicketKeys := func(k [][32]byte) {
+		if len(k) > 0 {
+			serverTLS.SetSessionTicketKeys(k)
+		}
+	}
+	tickets := ticketkeys.New(ticketkeys.Config{Client: client, Seal: keys, ReplicaID: replica, Log: log.With("component", "ticketkeys")})
+	// Loaded before serving, so that agents reconnecting to a restarted replica resume their sessions.
+	stored, err := tickets.Ensure(ctx)
+	if err != nil {
+		return err
+	}
+	applyTicketKeys(stored)
+	g.Go("session ticket keys", func(ctx context.Context) error { return tickets.Run(ctx, applyTicketKeys) })
 	srv, err := grpcserver.New(grpcserver.Config{
-		TLS: serving.tlsConfig(func() *x509.CertPool { p, _ := view.TrustPool(); return p }),
+		TLS: serverTLS,
 		Auth: &authn.Authenticator{
 			TrustDomain: cfg.TrustDomain,
 			Revoked:     view,

@@ -3,6 +3,7 @@ package wardend_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"os"
 	"testing"
 
@@ -34,6 +35,12 @@ func TestRestartKeepsCAAndAdmin(t *testing.T) {
 		t.Fatalf("admin.key mode = %v, want 0600", keyInfo.Mode().Perm())
 	}
 	checkAdminWorks(t, first.AdminConn())
+	// A TLS session made with the first process resumes with the second: the ticket keys are shared
+	// through etcd, not made per process.
+	sessions := tls.NewLRUClientSessionCache(1)
+	if resumed := adminHandshake(t, first, sessions); resumed {
+		t.Fatal("the first connection claims to have resumed a session")
+	}
 	first.Stop()
 
 	second := wardentest.Start(t, wardentest.Options{DataDir: dir})
@@ -44,6 +51,29 @@ func TestRestartKeepsCAAndAdmin(t *testing.T) {
 		t.Fatal("the admin certificate was re-issued although it was valid")
 	}
 	checkAdminWorks(t, second.AdminConn())
+	if resumed := adminHandshake(t, second, sessions); !resumed {
+		t.Fatal("the TLS session of the first process did not resume after the restart")
+	}
+}
+
+// adminHandshake makes a TLS connection to e with the admin certificate and reports whether it resumed
+// a session from sessions. It reads the server's first bytes, so the client has taken the ticket.
+func adminHandshake(t *testing.T, e *wardentest.Env, sessions tls.ClientSessionCache) bool {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(e.Admin.Cert, e.Admin.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", e.Addr, &tls.Config{RootCAs: e.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}, ClientSessionCache: sessions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Read(make([]byte, 1)); err != nil { // grpc's HTTP/2 settings frame
+		t.Fatal(err)
+	}
+	return c.ConnectionState().DidResume
 }
 
 // checkAdminWorks makes an authenticated call: WhoAmI must reach the handler, so the status is not

@@ -123,8 +123,10 @@ func ChannelOptions() []grpc.DialOption {
 }
 
 func (a *Agent) sessionTLS() *tls.Config {
+	identityCert := func() *tls.Certificate { return a.cfg.State.Creds().Cert(certv1.CertKind_CERT_KIND_IDENTITY) }
 	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
+		MinVersion:         tls.VersionTLS13,
+		ClientSessionCache: SessionCache(identityCert),
 		// Standard verification would need a fixed root pool and host names; VerifyConnection does the
 		// chain (against the live bundle) and the identity check instead.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
@@ -143,7 +145,7 @@ func (a *Agent) sessionTLS() *tls.Config {
 			return nil
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c := a.cfg.State.Creds().Cert(certv1.CertKind_CERT_KIND_IDENTITY)
+			c := identityCert()
 			if c == nil {
 				return nil, errors.New("no identity certificate")
 			}
