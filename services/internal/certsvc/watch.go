@@ -50,7 +50,9 @@ func (s *Service) buildSnapshot(id string) (*certv1.WatchCredentialsResponse, in
 		if err != nil {
 			return nil, 0, err
 		}
-		out.TrustBundlePem = string(st.trustBundle())
+		if out.TrustBundlePem, err = s.cfg.View.bundlePEMs.Decode(kv); err != nil {
+			return nil, 0, err
+		}
 		if a, ok := st.byState(caActive); ok {
 			activeID = a.ID
 		}
