@@ -58,6 +58,10 @@ type Hub[T any] struct {
 	pendKeys map[string]struct{}
 	groupOf  func(key string) string
 	retry    time.Duration
+	// unpublished are the groups whose snapshot could not be published yet (version 0): rebuilt when
+	// a followed log reports progress, or after retry at the latest.
+	unpubMu     sync.Mutex
+	unpublished map[string]struct{}
 }
 
 // Options tune coalescing: a burst of changes is recomputed once, after Quiet without further change or
@@ -94,6 +98,7 @@ func New[T any](build BuildFunc[T], opts Options) *Hub[T] {
 		latency: pushLatency.WithLabelValues(opts.Name), subGauge: subscribers.WithLabelValues(opts.Name),
 		subs: map[*Sub[T]]struct{}{}, dirty: make(chan struct{}, 1),
 		pendKeys: map[string]struct{}{}, groupOf: opts.GroupOf, retry: opts.Retry,
+		unpublished: map[string]struct{}{},
 	}
 }
 
@@ -249,6 +254,9 @@ func (h *Hub[T]) FollowChanges(ctx context.Context, log ChangeLog, prefixes []st
 		ch := log.ChangedUnder(prefixes...)
 		keys, upTo, complete := log.ChangesSince(seen)
 		seen = upTo
+		// A wake-up without a relevant change is an etcd progress report: a mirror that lagged may
+		// have caught up, so snapshots that were waiting for it are built again (only those).
+		h.retryUnpublished()
 		if !complete {
 			h.Notify()
 		} else {
@@ -275,18 +283,11 @@ func (h *Hub[T]) FollowChanges(ctx context.Context, log ChangeLog, prefixes []st
 	}
 }
 
-// Follow calls Notify every time changed() fires, until ctx is done. changed returns a channel that
-// is closed at the next change (mirror.Mirror.Changed).
-func (h *Hub[T]) Follow(ctx context.Context, changed func() <-chan struct{}) {
-	for {
-		ch := changed()
-		select {
-		case <-ch:
-			h.Notify()
-		case <-ctx.Done():
-			return
-		}
-	}
+// FollowAll rebuilds every snapshot after each change of a key of log (inputs every snapshot shares,
+// such as the current policy), until ctx is done. An etcd progress report is no change: it rebuilds
+// only the snapshots that were waiting to be publishable.
+func (h *Hub[T]) FollowAll(ctx context.Context, log ChangeLog) {
+	h.FollowChanges(ctx, log, []string{""}, func(string) (string, bool) { return "", true })
 }
 
 // Run recomputes every subscriber's snapshot after each coalesced burst of Notify calls.
@@ -299,8 +300,18 @@ func (h *Hub[T]) Run(ctx context.Context) error {
 		case <-h.dirty:
 		}
 		h.coalesce(ctx)
-		h.Recompute()
+		// A wake-up can outlive its notification (already taken by the previous recomputation); then
+		// there is nothing to do, and Recompute would rebuild every snapshot.
+		if h.pending() {
+			h.Recompute()
+		}
 	}
+}
+
+func (h *Hub[T]) pending() bool {
+	h.pendMu.Lock()
+	defer h.pendMu.Unlock()
+	return h.pendAll || len(h.pendKeys) > 0
 }
 
 func (h *Hub[T]) closeAll() {
@@ -389,11 +400,30 @@ func (h *Hub[T]) Recompute() {
 	h.retryLater(unpublished)
 }
 
-// retryLater notifies groups again after the retry delay (see Options.Retry).
+// retryLater notes groups as unpublished and notifies them again after the retry delay (see
+// Options.Retry) unless a progress report did so before.
 func (h *Hub[T]) retryLater(groups []string) {
-	if len(groups) > 0 {
-		time.AfterFunc(h.retry, func() { h.NotifyKeys(groups...) })
+	if len(groups) == 0 {
+		return
 	}
+	h.unpubMu.Lock()
+	for _, g := range groups {
+		h.unpublished[g] = struct{}{}
+	}
+	h.unpubMu.Unlock()
+	time.AfterFunc(h.retry, h.retryUnpublished)
+}
+
+// retryUnpublished notifies every group noted as unpublished (they are noted again if still so).
+func (h *Hub[T]) retryUnpublished() {
+	h.unpubMu.Lock()
+	groups := make([]string, 0, len(h.unpublished))
+	for g := range h.unpublished {
+		groups = append(groups, g)
+	}
+	clear(h.unpublished)
+	h.unpubMu.Unlock()
+	h.NotifyKeys(groups...)
 }
 
 // Subscribers counts the open subscriptions.

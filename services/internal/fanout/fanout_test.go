@@ -273,3 +273,77 @@ func TestUnpublishableSnapshotIsRetried(t *testing.T) {
 		t.Fatalf("Next = %q, %d, %v; want the snapshot once it became publishable", snap, v, err)
 	}
 }
+
+// TestProgressRebuildsOnlyUnpublished: a wake-up of the follower without a relevant change (an etcd
+// progress report) builds again the snapshots that could not be published yet, at once and only them.
+func TestProgressRebuildsOnlyUnpublished(t *testing.T) {
+	var ready atomic.Bool
+	var mu sync.Mutex
+	builds := map[string]int{}
+	h := New(func(k string) (string, int64, error) {
+		mu.Lock()
+		builds[k]++
+		mu.Unlock()
+		if k == "a" && !ready.Load() {
+			return "", 0, nil
+		}
+		return k, 1, nil
+	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond, Retry: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	log := &fakeLog{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = h.Run(ctx) })
+	a, b := h.Subscribe("a", 0), h.Subscribe("b", 0)
+	defer a.Close()
+	defer b.Close()
+	wg.Go(func() { h.FollowChanges(ctx, log, nil, func(string) (string, bool) { return "", false }) })
+	// The follower's first pass rebuilds everything once; wait for it to settle.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := builds["b"]
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b built %d times, want 2 (subscribe, the follower's first rebuild)", n)
+		}
+	}
+	ready.Store(true)
+	log.put("", false) // a progress report: no key changed
+	nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ncancel()
+	if snap, v, _, err := a.Next(nctx, 0); err != nil || snap != "a" || v != 1 {
+		t.Fatalf("Next = %q, %d, %v; want a's snapshot after the progress report (the retry is an hour away)", snap, v, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if builds["b"] != 2 {
+		t.Fatalf("b was built %d times, want 2: a progress report must not rebuild published snapshots", builds["b"])
+	}
+}
+
+// TestWakeWithoutChangeRebuildsNothing: a wake-up whose notification an earlier recomputation already
+// took (a race between NotifyKeys and Run) must not turn into a rebuild of every snapshot.
+func TestWakeWithoutChangeRebuildsNothing(t *testing.T) {
+	var builds atomic.Int64
+	h := New(func(k string) (string, int64, error) { builds.Add(1); return k, 1, nil },
+		Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = h.Run(ctx) })
+	defer h.Subscribe("a", 0).Close()
+	defer h.Subscribe("b", 0).Close()
+	before := builds.Load()
+	h.wake() // nothing pending
+	time.Sleep(50 * time.Millisecond)
+	if n := builds.Load() - before; n != 0 {
+		t.Fatalf("%d snapshots rebuilt after a wake-up with nothing pending, want 0", n)
+	}
+}

@@ -67,7 +67,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancel()
 	done := make(chan struct{}, 2)
 	go func() { _ = s.mirror.Run(ctx); done <- struct{}{} }()
-	go func() { s.hub.Follow(ctx, s.mirror.Changed); done <- struct{}{} }()
+	go func() { s.hub.FollowAll(ctx, s.mirror); done <- struct{}{} }()
 	err := s.hub.Run(ctx)
 	cancel()
 	<-done

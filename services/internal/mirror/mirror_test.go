@@ -171,3 +171,31 @@ func TestChangesSince(t *testing.T) {
 		t.Fatalf("ChangesSince(%d) = %v (complete %v), want the delete only", last, keys, complete)
 	}
 }
+
+// TestProgressKeepsChangesComplete: an etcd progress report (asked for by any mirror on the same watch
+// stream, so frequent under load) changes no key and must not make followers rebuild everything.
+func TestProgressKeepsChangesComplete(t *testing.T) {
+	client := etcdtest.Start(t)
+	m := New(client.Namespace("/t/"), "", etcdtest.Logger(t))
+	go func() { _ = m.Run(t.Context()) }()
+	ctx := t.Context()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The first call starts the change log at the current revision.
+	before := m.Revision()
+	if _, _, complete := m.ChangesSince(before); !complete {
+		t.Fatal("no change yet, but not complete")
+	}
+	// A write outside the mirror's prefix: the mirror learns of the new revision only from progress.
+	resp, err := client.Raw().Put(ctx, "/elsewhere/x", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fresh asks etcd for progress until the mirror reaches the revision.
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return Fresh(resp.Header.Revision, m) }, "progress report arrives")
+	keys, upTo, complete := m.ChangesSince(before)
+	if !complete || len(keys) != 0 || upTo < resp.Header.Revision {
+		t.Fatalf("after a progress report: ChangesSince = %v up to %d (complete %v); want nothing changed, complete, up to %d", keys, upTo, complete, resp.Header.Revision)
+	}
+}

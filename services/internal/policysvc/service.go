@@ -153,7 +153,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	}
 	close(s.ready)
-	wg.Go(func() { s.hub.Follow(ctx, s.cur.Changed) })
+	wg.Go(func() { s.hub.FollowAll(ctx, s.cur) })
 	wg.Go(func() { certsvc.FollowRegistry(ctx, s.cfg.Certs, s.hub) })
 	return s.hub.Run(ctx)
 }

@@ -137,7 +137,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go("secret mirror", s.secrets.Run)
 	g.Go("ack mirror", s.acks.Run)
 	g.Go("snapshot hub", s.hub.Run)
-	g.Go("follow secrets", func(ctx context.Context) error { s.hub.Follow(ctx, s.secrets.Changed); return nil })
+	g.Go("follow secrets", func(ctx context.Context) error { s.hub.FollowAll(ctx, s.secrets); return nil })
 	g.Go("follow node registry", func(ctx context.Context) error { certsvc.FollowRegistry(ctx, s.cfg.Certs, s.hub); return nil })
 	g.Go("value cache", func(ctx context.Context) error { s.pruneValues(ctx); return nil })
 	g.Go("built-in secret", func(ctx context.Context) error { s.ensureBuiltin(ctx); <-ctx.Done(); return nil })
