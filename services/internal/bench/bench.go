@@ -128,9 +128,12 @@ type Memory struct {
 	StartHeapKiB int64 `json:"start_heap_inuse_kib"`
 	// Idle after the runtime's periodic forced GC (2 minutes without one) let the scavenger return
 	// that garbage to the OS; the per-agent figures are relative to it. Full mode only.
-	IdleRSSKiB  int64    `json:"idle_rss_kib,omitempty"`
-	IdleHeapKiB int64    `json:"idle_heap_inuse_kib,omitempty"`
-	Rows        []MemRow `json:"rows"`
+	IdleRSSKiB  int64 `json:"idle_rss_kib,omitempty"`
+	IdleHeapKiB int64 `json:"idle_heap_inuse_kib,omitempty"`
+	// What the per-agent RSS is made of, idle: the heap the last GC found live, and goroutine stacks.
+	IdleLiveHeapKiB int64    `json:"idle_live_heap_kib,omitempty"`
+	IdleStackKiB    int64    `json:"idle_stack_kib,omitempty"`
+	Rows            []MemRow `json:"rows"`
 }
 
 // MemRow is wardend with N agents subscribed on all three streams.
@@ -145,6 +148,11 @@ type MemRow struct {
 	MarginalRSSKiBPerAgent float64 `json:"marginal_rss_kib_per_agent,omitempty"`
 	// The bench process itself (the simulated agents' side), for scale.
 	BenchRSSKiB int64 `json:"bench_rss_kib"`
+	// The heap the last GC found live and the goroutine stacks, each per agent relative to idle: what
+	// an agent costs before the GC's headroom (the heap grows to twice the live heap between
+	// collections) and memory the runtime has not returned to the OS yet. Full mode only.
+	LiveHeapKiBPerAgent float64 `json:"live_heap_kib_per_agent,omitempty"`
+	StackKiBPerAgent    float64 `json:"stack_kib_per_agent,omitempty"`
 }
 
 func (r *Report) note(format string, args ...any) {
@@ -233,6 +241,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if h, err := w.heapInUse(ctx); err == nil {
 			rep.Memory.IdleHeapKiB = h / 1024
 		}
+		rep.Memory.IdleLiveHeapKiB, rep.Memory.IdleStackKiB = w.liveHeapAndStacks(ctx)
 	}
 
 	f, err := newFleet(ctx, w.addr, wardend.AdminFilesIn(w.dataDir), "bench", log)
@@ -324,6 +333,9 @@ func runFanout(ctx context.Context, cfg Config, rep *Report, f *fleet, w *warden
 		m.BenchRSSKiB, _ = rssKiB(os.Getpid())
 		if !cfg.Quick {
 			m.RSSKiBPerAgent = float64(m.RSSKiB-rep.Memory.IdleRSSKiB) / float64(n)
+			live, stacks := w.liveHeapAndStacks(ctx)
+			m.LiveHeapKiBPerAgent = float64(live-rep.Memory.IdleLiveHeapKiB) / float64(n)
+			m.StackKiBPerAgent = float64(stacks-rep.Memory.IdleStackKiB) / float64(n)
 		}
 		if k := len(rep.Memory.Rows); k > 0 {
 			prev := rep.Memory.Rows[k-1]

@@ -253,6 +253,14 @@ func (w *wardendProc) heapInUse(ctx context.Context) (int64, error) {
 	return int64(v), err
 }
 
+// liveHeapAndStacks scrapes the heap wardend's last GC found live and its goroutine stacks, in KiB
+// (0 when not exported).
+func (w *wardendProc) liveHeapAndStacks(ctx context.Context) (live, stacks int64) {
+	l, _ := w.metric(ctx, "go_gc_heap_live_bytes ")
+	st, _ := w.metric(ctx, "go_memstats_stack_inuse_bytes ")
+	return int64(l) / 1024, int64(st) / 1024
+}
+
 // metric scrapes wardend's metrics listener and sums the samples whose line starts with prefix (a
 // name followed by a space, or a name with the opening of its label set).
 func (w *wardendProc) metric(ctx context.Context, prefix string) (float64, error) {

@@ -114,6 +114,12 @@ func (r *Report) WriteText(out io.Writer) error {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Agents, mib(m.RSSKiB), heap, rssPer, heapPer, marginal, mib(m.BenchRSSKiB))
 		}
 		tw.Flush()
+		for _, m := range r.Memory.Rows {
+			if m.LiveHeapKiBPerAgent > 0 {
+				fmt.Fprintf(&b, "at %d agents, per agent: live heap (at the last GC) %.1f KiB, goroutine stacks %.1f KiB; the rest of the RSS is the GC's headroom and memory not yet returned to the OS\n",
+					m.Agents, m.LiveHeapKiBPerAgent, m.StackKiBPerAgent)
+			}
+		}
 		for _, f := range r.Fanout {
 			if f.BaselineRSSKiBPerConn > 0 {
 				fmt.Fprintf(&b, "bare gRPC baseline with %d TLS connections of one stream each: %.1f KiB RSS per connection\n", f.Agents, f.BaselineRSSKiBPerConn)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -77,7 +78,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// go_gc_heap_live_bytes (the heap the last GC found live) besides the defaults: RSS alone mixes
+	// what the agents cost with the GC's headroom.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(fanout.Collectors()...)
 	client, closeEtcd, err := openEtcd(ctx, &cfg, log, reg)
 	if err != nil {
