@@ -187,13 +187,8 @@ func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
 		return k, int64(builds[k]), nil
 	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond,
 		GroupOf: func(k string) string { return strings.TrimPrefix(k, "webapp/") }})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	_, start := runHub(t, h)
 	log := &fakeLog{}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { _ = h.Run(ctx) })
 	for _, k := range []string{"webapp/a", "webapp/b", "webapp/c"} {
 		defer h.Subscribe(k, 0).Close()
 	}
@@ -203,7 +198,7 @@ func TestFollowChangesRebuildsOnlyWhatChanged(t *testing.T) {
 		return maps.Clone(builds)
 	}
 	// Subscribed (one build each); the follower then starts with one full rebuild (a second each).
-	wg.Go(func() {
+	start(func(ctx context.Context) {
 		h.FollowChanges(ctx, log, nil, func(key string) (string, bool) {
 			switch {
 			case strings.HasPrefix(key, "nodes/"):
@@ -257,12 +252,7 @@ func TestUnpublishableSnapshotIsRetried(t *testing.T) {
 		}
 		return k, 1, nil
 	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond, Retry: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { _ = h.Run(ctx) })
+	ctx, _ := runHub(t, h)
 	sub := h.Subscribe("a", 0)
 	defer sub.Close()
 	ready.Store(true) // no Notify: only the retry can deliver it
@@ -289,17 +279,12 @@ func TestProgressRebuildsOnlyUnpublished(t *testing.T) {
 		}
 		return k, 1, nil
 	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond, Retry: time.Hour})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	ctx, start := runHub(t, h)
 	log := &fakeLog{}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { _ = h.Run(ctx) })
 	a, b := h.Subscribe("a", 0), h.Subscribe("b", 0)
 	defer a.Close()
 	defer b.Close()
-	wg.Go(func() { h.FollowChanges(ctx, log, nil, func(string) (string, bool) { return "", false }) })
+	start(func(ctx context.Context) { h.FollowChanges(ctx, log, nil, func(string) (string, bool) { return "", false }) })
 	// The follower's first pass rebuilds everything once; wait for it to settle.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		mu.Lock()
@@ -333,11 +318,7 @@ func TestWakeWithoutChangeRebuildsNothing(t *testing.T) {
 	var builds atomic.Int64
 	h := New(func(k string) (string, int64, error) { builds.Add(1); return k, 1, nil },
 		Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond})
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { _ = h.Run(ctx) })
+	runHub(t, h)
 	defer h.Subscribe("a", 0).Close()
 	defer h.Subscribe("b", 0).Close()
 	before := builds.Load()
@@ -346,4 +327,15 @@ func TestWakeWithoutChangeRebuildsNothing(t *testing.T) {
 	if n := builds.Load() - before; n != 0 {
 		t.Fatalf("%d snapshots rebuilt after a wake-up with nothing pending, want 0", n)
 	}
+}
+
+// runHub runs h until the test ends. It returns the context it runs under and a function that starts
+// more work under it (a follower); the end of the test cancels all of it and waits for it.
+func runHub[T any](t *testing.T, h *Hub[T]) (context.Context, func(func(context.Context))) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	start := func(f func(context.Context)) { wg.Go(func() { f(ctx) }) }
+	start(func(ctx context.Context) { _ = h.Run(ctx) })
+	return ctx, start
 }
