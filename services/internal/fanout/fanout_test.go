@@ -284,7 +284,9 @@ func TestProgressRebuildsOnlyUnpublished(t *testing.T) {
 	a, b := h.Subscribe("a", 0), h.Subscribe("b", 0)
 	defer a.Close()
 	defer b.Close()
-	start(func(ctx context.Context) { h.FollowChanges(ctx, log, nil, func(string) (string, bool) { return "", false }) })
+	start(func(ctx context.Context) {
+		h.FollowChanges(ctx, log, nil, func(string) (string, bool) { return "", false })
+	})
 	// The follower's first pass rebuilds everything once; wait for it to settle.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		mu.Lock()
