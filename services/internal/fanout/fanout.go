@@ -59,9 +59,12 @@ type Hub[T any] struct {
 	groupOf  func(key string) string
 	retry    time.Duration
 	// unpublished are the groups whose snapshot could not be published yet (version 0): rebuilt when
-	// a followed log reports progress, or after retry at the latest.
+	// a followed log reports progress, or after retry at the latest. wakes counts the followers'
+	// wake-ups, so that a build that raced one (its progress report arrived while the build was
+	// deciding it could not publish) is retried at once instead of after retry.
 	unpubMu     sync.Mutex
 	unpublished map[string]struct{}
+	wakes       atomic.Int64
 }
 
 // Options tune coalescing: a burst of changes is recomputed once, after Quiet without further change or
@@ -127,10 +130,10 @@ func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	h.subGauge.Inc()
-	snap, v, err := h.build(key)
+	snap, v, err := h.buildNoting(key)
 	s.offer(snap, v, err, time.Time{})
 	if err == nil && v == 0 {
-		h.retryLater([]string{h.groupOf(key)})
+		h.retryLater()
 	}
 	return s
 }
@@ -256,6 +259,7 @@ func (h *Hub[T]) FollowChanges(ctx context.Context, log ChangeLog, prefixes []st
 		seen = upTo
 		// A wake-up without a relevant change is an etcd progress report: a mirror that lagged may
 		// have caught up, so snapshots that were waiting for it are built again (only those).
+		h.wakes.Add(1)
 		h.retryUnpublished()
 		if !complete {
 			h.Notify()
@@ -377,40 +381,48 @@ func (h *Hub[T]) Recompute() {
 	}
 	close(keys)
 	var wg sync.WaitGroup
-	var unpublishedMu sync.Mutex
-	var unpublished []string
+	var anyUnpublished atomic.Bool
 	for range min(runtime.GOMAXPROCS(0), len(byKey)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for k := range keys {
-				snap, v, err := h.build(k)
+				snap, v, err := h.buildNoting(k)
 				for _, s := range byKey[k] {
 					s.offer(snap, v, err, changedAt)
 				}
 				if err == nil && v == 0 {
-					unpublishedMu.Lock()
-					unpublished = append(unpublished, h.groupOf(k))
-					unpublishedMu.Unlock()
+					anyUnpublished.Store(true)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	h.retryLater(unpublished)
+	if anyUnpublished.Load() {
+		h.retryLater()
+	}
 }
 
-// retryLater notes groups as unpublished and notifies them again after the retry delay (see
-// Options.Retry) unless a progress report did so before.
-func (h *Hub[T]) retryLater(groups []string) {
-	if len(groups) == 0 {
-		return
+// buildNoting builds key's snapshot and, if it cannot be published yet, notes its group as
+// unpublished. A follower's wake-up during the build may have come too early to see the note, so
+// then the group is notified again at once.
+func (h *Hub[T]) buildNoting(key string) (T, int64, error) {
+	wakes := h.wakes.Load()
+	snap, v, err := h.build(key)
+	if err == nil && v == 0 {
+		h.unpubMu.Lock()
+		h.unpublished[h.groupOf(key)] = struct{}{}
+		h.unpubMu.Unlock()
+		if h.wakes.Load() != wakes {
+			h.retryUnpublished()
+		}
 	}
-	h.unpubMu.Lock()
-	for _, g := range groups {
-		h.unpublished[g] = struct{}{}
-	}
-	h.unpubMu.Unlock()
+	return snap, v, err
+}
+
+// retryLater notifies the unpublished groups again after the retry delay (see Options.Retry), in case
+// no progress report comes to do it before (one can be lost when etcd loses its leader).
+func (h *Hub[T]) retryLater() {
 	time.AfterFunc(h.retry, h.retryUnpublished)
 }
 

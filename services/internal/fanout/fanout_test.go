@@ -341,3 +341,39 @@ func runHub[T any](t *testing.T, h *Hub[T]) (context.Context, func(func(context.
 	start(func(ctx context.Context) { _ = h.Run(ctx) })
 	return ctx, start
 }
+
+// TestProgressDuringBuildIsNotLost: the progress report a build asked for can arrive while that build
+// (or the rest of its recomputation) is still under way, before the snapshot is noted as unpublished;
+// the snapshot must still be built again at once, not only after Options.Retry.
+func TestProgressDuringBuildIsNotLost(t *testing.T) {
+	var ready, armed atomic.Bool
+	log := &fakeLog{}
+	var h *Hub[string]
+	h = New(func(k string) (string, int64, error) {
+		if ready.Load() {
+			return k, 1, nil
+		}
+		if armed.CompareAndSwap(true, false) {
+			// The progress report arrives and the follower handles it before this build returns.
+			before := h.wakes.Load()
+			log.put("", false)
+			for h.wakes.Load() == before {
+				time.Sleep(time.Millisecond)
+			}
+			ready.Store(true)
+		}
+		return "", 0, nil
+	}, Options{Name: "test", Quiet: time.Millisecond, MaxDelay: 5 * time.Millisecond, Retry: time.Hour})
+	ctx, start := runHub(t, h)
+	a := h.Subscribe("a", 0)
+	defer a.Close()
+	armed.Store(true)
+	start(func(ctx context.Context) {
+		h.FollowChanges(ctx, log, nil, func(string) (string, bool) { return "", false })
+	})
+	nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ncancel()
+	if snap, v, _, err := a.Next(nctx, 0); err != nil || snap != "a" || v != 1 {
+		t.Fatalf("Next = %q, %d, %v; want a's snapshot right after the progress report (the retry is an hour away)", snap, v, err)
+	}
+}
