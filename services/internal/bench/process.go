@@ -249,52 +249,61 @@ func (w *wardendProc) stop(grace time.Duration) error {
 
 // heapInUse scrapes go_memstats_heap_inuse_bytes from wardend's metrics listener.
 func (w *wardendProc) heapInUse(ctx context.Context) (int64, error) {
-	v, err := w.metric(ctx, "go_memstats_heap_inuse_bytes ")
-	return int64(v), err
+	v, err := w.metrics(ctx, "go_memstats_heap_inuse_bytes ")
+	return int64(v[0]), err
 }
 
 // liveHeapAndStacks scrapes the heap wardend's last GC found live and its goroutine stacks, in KiB
 // (0 when not exported).
 func (w *wardendProc) liveHeapAndStacks(ctx context.Context) (live, stacks int64) {
-	l, _ := w.metric(ctx, "go_gc_heap_live_bytes ")
-	st, _ := w.metric(ctx, "go_memstats_stack_inuse_bytes ")
-	return int64(l) / 1024, int64(st) / 1024
+	v, _ := w.metrics(ctx, "go_gc_heap_live_bytes ", "go_memstats_stack_inuse_bytes ")
+	return int64(v[0]) / 1024, int64(v[1]) / 1024
 }
 
-// metric scrapes wardend's metrics listener and sums the samples whose line starts with prefix (a
-// name followed by a space, or a name with the opening of its label set).
-func (w *wardendProc) metric(ctx context.Context, prefix string) (float64, error) {
+// metrics scrapes wardend's metrics listener once and, for each prefix (a name followed by a space, or
+// a name with the opening of its label set), sums the samples whose line starts with it. A prefix
+// that matches nothing sums to 0 and is named in the error.
+func (w *wardendProc) metrics(ctx context.Context, prefixes ...string) ([]float64, error) {
+	sums := make([]float64, len(prefixes))
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.metricsAddr+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return sums, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return sums, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return 0, err
+		return sums, err
 	}
-	sum, found := 0.0, false
+	found := make([]bool, len(prefixes))
 	for line := range strings.Lines(string(b)) {
-		if !strings.HasPrefix(line, prefix) {
-			continue
+		for i, prefix := range prefixes {
+			if !strings.HasPrefix(line, prefix) {
+				continue
+			}
+			fields := strings.Fields(line)
+			f, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			if err != nil {
+				return sums, fmt.Errorf("%s: %w", strings.TrimSpace(line), err)
+			}
+			sums[i], found[i] = sums[i]+f, true
 		}
-		fields := strings.Fields(line)
-		f, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", strings.TrimSpace(line), err)
+	}
+	var missing []string
+	for i, ok := range found {
+		if !ok {
+			missing = append(missing, strings.TrimSpace(prefixes[i]))
 		}
-		sum, found = sum+f, true
 	}
-	if !found {
-		return 0, fmt.Errorf("no %s in /metrics", strings.TrimSpace(prefix))
+	if len(missing) > 0 {
+		return sums, fmt.Errorf("no %s in /metrics", strings.Join(missing, ", "))
 	}
-	return sum, nil
+	return sums, nil
 }
 
 func tail(path string, n int64) string {

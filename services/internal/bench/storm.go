@@ -129,12 +129,9 @@ func storm(ctx context.Context, f *fleet, w *wardendProc, deadline time.Duration
 	if hwm, err := hwmKiB(w.pid()); err == nil {
 		s.PeakRSSKiB = max(s.PeakRSSKiB, hwm)
 	}
-	if all, err := w.metric(ctx, "warden_tls_handshakes_total{"); err == nil {
-		s.Handshakes = int64(all)
-	}
-	if resumed, err := w.metric(ctx, `warden_tls_handshakes_total{resumed="true"}`); err == nil {
-		s.ResumedHandshakes = int64(resumed)
-	}
+	// Missing samples read as 0 (a failed scrape reports no handshakes at all).
+	hs, _ := w.metrics(ctx, "warden_tls_handshakes_total{", `warden_tls_handshakes_total{resumed="true"}`)
+	s.Handshakes, s.ResumedHandshakes = int64(hs[0]), int64(hs[1])
 	s.Resubscriptions = f.reconnects.Load() - resub0
 	s.Refusals = f.refused.Load() - refused0
 	return s, nil

@@ -56,14 +56,16 @@ type Node struct {
 
 // NewView mirrors the cert namespace st.
 func NewView(st *store.Store, log *slog.Logger) *View {
-	return &View{m: mirror.New(st, "", log), nodes: mirror.New(st, prefNodes, log), log: log,
+	v := &View{m: mirror.New(st, "", log), nodes: mirror.New(st, prefNodes, log), log: log,
 		nodeRecs: mirror.NewDecoded(decode[nodeRecord]), caStates: mirror.NewDecoded(decode[caState]),
 		certRecs: mirror.NewDecoded(decode[certRecord]), crls: mirror.NewDecoded(decode[crlRecord]),
-		bundles: mirror.NewDecoded(decode[bundleRecord]),
-		bundlePEMs: mirror.NewDecoded(func(kv store.KV) (string, error) {
-			st, err := decode[caState](kv)
-			return string(st.trustBundle()), err
-		})}
+		bundles: mirror.NewDecoded(decode[bundleRecord])}
+	// From the decoded CA state the snapshot builds read anyway, not a second decode of it.
+	v.bundlePEMs = mirror.NewDecoded(func(kv store.KV) (string, error) {
+		st, err := v.caStates.Decode(kv)
+		return string(st.trustBundle()), err
+	})
+	return v
 }
 
 // Run follows etcd until ctx is done.
