@@ -127,11 +127,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		if err := saveEndpoints(dir, ep); err != nil {
 			return nil, fmt.Errorf("etcdembed: %w", err)
 		}
+		// etcd's HTTP endpoints (/health, /metrics, /version) get a port of their own, chosen afresh on
+		// every start since nothing dials it: on a shared port etcd serves gRPC through net/http's
+		// HTTP/2 server, which costs wardend's every etcd request far more CPU than grpc-go's own
+		// transport (etcd warns about the shared port for the same reason).
+		httpListen, err := freePort(ep.PeerPort, ep.ClientPort, peerListen)
+		if err != nil {
+			return nil, fmt.Errorf("etcdembed: %w", err)
+		}
 		if peerListen != ep.PeerPort {
 			log.Warn("persisted etcd peer port is busy, listening elsewhere; the advertised peer URL is kept since a single member never dials it",
 				"peer_port", ep.PeerPort, "listen_port", peerListen)
 		}
-		e, err = embed.StartEtcd(etcdConfig(filepath.Join(dir, "data"), certs, ep, peerListen, slogCore{log: log, closing: closing}))
+		e, err = embed.StartEtcd(etcdConfig(filepath.Join(dir, "data"), certs, ep, peerListen, httpListen, slogCore{log: log, closing: closing}))
 		if err == nil {
 			break
 		}
@@ -178,13 +186,14 @@ func loopbackURL(port int) url.URL {
 	return url.URL{Scheme: "https", Host: net.JoinHostPort(loopback, strconv.Itoa(port))}
 }
 
-func etcdConfig(dataDir string, certs pki, ep endpoints, peerListen int, logCore slogCore) *embed.Config {
+func etcdConfig(dataDir string, certs pki, ep endpoints, peerListen, httpListen int, logCore slogCore) *embed.Config {
 	cfg := embed.NewConfig()
 	cfg.Name = memberName
 	cfg.Dir = dataDir
 
 	cfg.ListenClientUrls = []url.URL{loopbackURL(ep.ClientPort)}
 	cfg.AdvertiseClientUrls = cfg.ListenClientUrls
+	cfg.ListenClientHttpUrls = []url.URL{loopbackURL(httpListen)}
 	cfg.ListenPeerUrls = []url.URL{loopbackURL(peerListen)}
 	cfg.AdvertisePeerUrls = []url.URL{loopbackURL(ep.PeerPort)}
 	cfg.InitialCluster = memberName + "=" + cfg.AdvertisePeerUrls[0].String()
