@@ -49,9 +49,12 @@ type Hub[T any] struct {
 	// burstStart is when the first change of the pending burst was notified (unix nanoseconds; 0: none).
 	burstStart atomic.Int64
 
-	mu    sync.Mutex
-	subs  map[*Sub[T]]struct{}
-	dirty chan struct{}
+	mu   sync.Mutex
+	subs map[*Sub[T]]struct{}
+	// closed: Run has returned, so nothing will ever be pushed again; a late subscriber is told at once
+	// instead of waiting, with its stream, for the server to cut it.
+	closed bool
+	dirty  chan struct{}
 	// What the pending burst changed: everything, or only the snapshots of these groups.
 	pendMu   sync.Mutex
 	pendAll  bool
@@ -127,6 +130,12 @@ func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
 	// is then recomputed for this subscriber too (offer keeps the newer of the two), instead of being
 	// missed until the next change.
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		var zero T
+		s.offer(zero, 0, ErrClosed, time.Time{})
+		return s
+	}
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	h.subGauge.Inc()
@@ -320,6 +329,7 @@ func (h *Hub[T]) pending() bool {
 
 func (h *Hub[T]) closeAll() {
 	h.mu.Lock()
+	h.closed = true
 	subs := make([]*Sub[T], 0, len(h.subs))
 	for s := range h.subs {
 		subs = append(subs, s)

@@ -114,6 +114,27 @@ func TestRunEndClosesSubscribers(t *testing.T) {
 	}
 }
 
+// TestSubscribeAfterRunEnds: a stream that subscribes while the replica stops (after Run returned)
+// must be told at once; before, it waited with its stream until the server cut it at the end of the
+// grace period. The context bounds the wait only so a regression fails instead of hanging.
+func TestSubscribeAfterRunEnds(t *testing.T) {
+	st := &state{v: map[string]int64{"a": 1}}
+	h := New(st.build, Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_ = h.Run(ctx)
+	s := h.Subscribe("a", 0)
+	defer s.Close()
+	wait, stop := context.WithTimeout(t.Context(), 10*time.Second)
+	defer stop()
+	if _, _, _, err := s.Next(wait, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Next of a subscriber that came after the hub stopped = %v, want ErrClosed", err)
+	}
+	if n := h.Subscribers(); n != 0 {
+		t.Fatalf("a stopped hub registered the late subscriber: %d subscribers", n)
+	}
+}
+
 // fakeLog is a ChangeLog whose changes the test appends.
 type fakeLog struct {
 	mu      sync.Mutex

@@ -40,7 +40,7 @@ type Config struct {
 	Log       *slog.Logger
 	Registry  prometheus.Registerer // optional
 	Limits    Limits
-	GraceStop time.Duration // how long streams get to end on shutdown; default 5s
+	GraceStop time.Duration // how long unary calls get to finish on shutdown; default 5s
 }
 
 // Limits protect the server from one misbehaving client.
@@ -72,9 +72,11 @@ type Server struct {
 	Health *health.Server
 	log    *slog.Logger
 	grace  time.Duration
-	// active counts the calls whose handlers are running, so that Serve can close the connections as
-	// soon as none is left instead of waiting for every client to acknowledge the drain.
-	active *atomic.Int64
+	// unary and streams count the handlers running. Serve closes the connections as soon as no unary
+	// call is left, instead of waiting for every client to acknowledge the drain and for every stream
+	// to end: the streams only push what etcd already holds (an agent re-subscribes after a restart in
+	// any case), while a unary call may be writing.
+	unary, streams *atomic.Int64
 }
 
 // New builds the server. Register services on s.GRPC, then call SetServing for each.
@@ -125,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 	// Order (outermost first): metrics → logging → recovery → authentication (skipped for health) →
 	// authorisation → rate and stream limits → error mapping. Metrics and logs see every call, refused
 	// ones included; nothing past authentication runs for a caller that is not who it claims.
-	active := new(atomic.Int64)
+	unary, streams := new(atomic.Int64), new(atomic.Int64)
 	gs := grpc.NewServer(
 		grpc.Creds(authn.ServerCredentials(cfg.TLS, func(st tls.ConnectionState) {
 			handshakes.WithLabelValues(strconv.FormatBool(st.DidResume)).Inc()
@@ -141,8 +143,8 @@ func New(cfg Config) (*Server, error) {
 		grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(
 			func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-				active.Add(1)
-				defer active.Add(-1)
+				unary.Add(1)
+				defer unary.Add(-1)
 				return handler(ctx, req)
 			},
 			metrics.UnaryServerInterceptor(),
@@ -152,8 +154,8 @@ func New(cfg Config) (*Server, error) {
 		),
 		grpc.ChainStreamInterceptor(
 			func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-				active.Add(1)
-				defer active.Add(-1)
+				streams.Add(1)
+				defer streams.Add(-1)
 				return handler(srv, ss)
 			},
 			metrics.StreamServerInterceptor(),
@@ -168,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	metrics.InitializeMetrics(gs)
-	return &Server{GRPC: gs, Health: hs, log: cfg.Log, grace: cfg.GraceStop, active: active}, nil
+	return &Server{GRPC: gs, Health: hs, log: cfg.Log, grace: cfg.GraceStop, unary: unary, streams: streams}, nil
 }
 
 // quietLevels logs successful calls at debug so that agents' acks don't flood the log.
@@ -183,10 +185,11 @@ func quietLevels(c codes.Code) logging.Level {
 	}
 }
 
-// Serve serves on lis until ctx is done, then stops gracefully: no new calls are accepted, calls under
-// way get GraceStop to finish (watch streams end at once: their hubs stop with the replica). Once no
-// call is left the remaining connections are closed without waiting for each client to acknowledge the
-// drain, which with thousands of agents (or one that stopped reading) takes seconds.
+// Serve serves on lis until ctx is done, then stops gracefully: no new calls are accepted, unary calls
+// under way get GraceStop to finish. Once none is left the connections are closed, with any stream
+// still open (one blocked sending to an agent that stopped reading, or one that subscribed as the
+// hubs stopped), without waiting for each client to acknowledge the drain, which with thousands of
+// agents takes seconds.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.GRPC.Serve(lis) }()
@@ -206,13 +209,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		case <-done:
 			return nil
 		case <-idle.C:
-			if s.active.Load() == 0 {
+			if s.unary.Load() == 0 {
 				s.GRPC.Stop()
 				<-done
 				return nil
 			}
 		case <-deadline:
-			s.log.Warn("graceful stop timed out; closing remaining streams", "calls", s.active.Load())
+			s.log.Warn("graceful stop timed out; closing the remaining calls", "unary", s.unary.Load(), "streams", s.streams.Load())
 			s.GRPC.Stop()
 			<-done
 			return nil
