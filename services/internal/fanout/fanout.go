@@ -132,8 +132,7 @@ func (h *Hub[T]) Subscribe(key string, lastVersion int64) *Sub[T] {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		var zero T
-		s.offer(zero, 0, ErrClosed, time.Time{})
+		s.fail(ErrClosed)
 		return s
 	}
 	h.subs[s] = struct{}{}
@@ -156,6 +155,12 @@ func (s *Sub[T]) Close() {
 	if ok {
 		s.hub.subGauge.Dec()
 	}
+}
+
+// fail ends the subscription: Next returns err from now on.
+func (s *Sub[T]) fail(err error) {
+	var zero T
+	s.offer(zero, 0, err, time.Time{})
 }
 
 func (s *Sub[T]) offer(snap T, version int64, err error, changedAt time.Time) {
@@ -335,9 +340,8 @@ func (h *Hub[T]) closeAll() {
 		subs = append(subs, s)
 	}
 	h.mu.Unlock()
-	var zero T
 	for _, s := range subs {
-		s.offer(zero, 0, ErrClosed, time.Time{})
+		s.fail(ErrClosed)
 	}
 }
 
