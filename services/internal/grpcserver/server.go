@@ -27,6 +27,9 @@ import (
 	"github.com/warden-sec/warden/services/internal/authn"
 )
 
+// writeBufferSize is the per-connection write buffer (see New).
+const writeBufferSize = 8 << 10
+
 // DenialRecorder is told about every refused call (the audit log implements it).
 type DenialRecorder interface {
 	RecordDenied(ctx context.Context, c authn.Caller, method string, reason error)
@@ -139,7 +142,11 @@ func New(cfg Config) (*Server, error) {
 		// Every agent holds one mostly idle connection, so per-connection buffers are most of what a
 		// subscribed agent costs: grpc's 32 KiB read buffer is dropped (TLS already buffers each
 		// record) and the write buffer is borrowed from a pool only while a flush is under way.
+		// A fan-out or an acknowledgement burst has every connection's writer holding one at the same
+		// moment (it yields with the buffer in hand when less than 1 KB is queued), so the buffer is
+		// 8 KiB, not grpc's 32: a snapshot or reply fits, larger messages go out in 8 KiB writes.
 		grpc.ReadBufferSize(0),
+		grpc.WriteBufferSize(writeBufferSize),
 		grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(
 			func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
