@@ -354,7 +354,7 @@ func (s *Service) rotationStatus(rec *secretRecord) rotationStatus {
 		st.active = v.Number
 	}
 	staged, hasStaged := rec.byState(stateStaged)
-	for _, n := range s.nodesInScope(rec.Scope) {
+	for n := range s.nodesInScope(rec.Scope) {
 		ns := &secretv1.NodeSecretStatus{NodeId: n.ID}
 		a, ok := s.ackOf(n.ID)
 		if ok {

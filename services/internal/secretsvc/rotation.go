@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 	"time"
@@ -59,15 +60,17 @@ func (s *Service) systemContext(ctx context.Context) context.Context {
 	return audit.System(ctx, s.cfg.TrustDomain, s.cfg.ReplicaID)
 }
 
-// nodesInScope lists the registered nodes sc selects, sorted by id.
-func (s *Service) nodesInScope(sc scope) []certsvc.Node {
-	var out []certsvc.Node
-	for _, n := range s.cfg.Certs.Nodes("") {
-		if sc.includes(n) {
-			out = append(out, n)
+// nodesInScope yields the registered nodes sc selects, sorted by id. It does not copy the fleet's list:
+// allAcked runs on every burst of acknowledgements, and the copies showed as 73 MB of a 10,000-agent
+// wardend's heap in a profile taken during a rotation step.
+func (s *Service) nodesInScope(sc scope) iter.Seq[certsvc.Node] {
+	return func(yield func(certsvc.Node) bool) {
+		for _, n := range s.cfg.Certs.Nodes("") {
+			if sc.includes(n) && !yield(n) {
+				return
+			}
 		}
 	}
-	return out
 }
 
 func (s *Service) ackOf(node string) (ackRecord, bool) {
@@ -86,7 +89,7 @@ func (s *Service) ackOf(node string) (ackRecord, bool) {
 // pending lists the in-scope nodes that have not acknowledged holding version n of rec.
 func (s *Service) pending(rec *secretRecord, n uint64) []string {
 	var out []string
-	for _, node := range s.nodesInScope(rec.Scope) {
+	for node := range s.nodesInScope(rec.Scope) {
 		if a, ok := s.ackOf(node.ID); !ok || !a.holds(rec.Name, n) {
 			out = append(out, node.ID)
 		}
@@ -97,7 +100,7 @@ func (s *Service) pending(rec *secretRecord, n uint64) []string {
 // allAcked reports whether every in-scope node holds version n of rec; it stops at the first that does
 // not, since it runs on every acknowledgement.
 func (s *Service) allAcked(rec *secretRecord, n uint64) bool {
-	for _, node := range s.nodesInScope(rec.Scope) {
+	for node := range s.nodesInScope(rec.Scope) {
 		if a, ok := s.ackOf(node.ID); !ok || !a.holds(rec.Name, n) {
 			return false
 		}
