@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/warden-sec/warden/services/internal/adminsvc"
@@ -78,10 +79,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	// go_gc_heap_live_bytes (the heap the last GC found live) besides the defaults: RSS alone mixes
-	// what the agents cost with the GC's headroom.
+	// Besides the defaults: go_gc_heap_live_bytes (the heap the last GC found live), since RSS alone
+	// mixes what the agents cost with the GC's headroom; go_gc_scan_stack_bytes (the stack the last GC
+	// found in use) and go_gc_stack_starting_size_bytes, since goroutine stacks are a third of what a
+	// subscribed agent costs and their allocated size (go_memstats_stack_inuse_bytes) can be several
+	// times what they use.
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
-		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/(heap/live|scan/stack|stack/starting-size):bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(fanout.Collectors()...)
 	client, closeEtcd, err := openEtcd(ctx, &cfg, log, reg)
@@ -215,7 +219,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
-		g.Go("metrics server", func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, client, cfg.Pprof) })
+		g.Go("metrics server", func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, srv.Health, cfg.Pprof) })
 	}
 	log.Info("wardend serving", "listen", lis.Addr().String(), "services", strings.Join(hosted, ","), "replica", replica,
 		"admin_dir", admin.Dir, "trust_domain", cfg.TrustDomain)
@@ -271,7 +275,11 @@ func watchEtcdHealth(ctx context.Context, ping func(context.Context) error, ever
 	}
 }
 
-func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, c *store.Client, withPprof bool) error {
+// serveMetrics serves /metrics, /healthz and, when asked, pprof. /healthz answers from the gRPC health
+// service's overall status rather than probing etcd itself, so an HTTP probe (Kubernetes' readiness
+// probe cannot do TLS) and a gRPC one see the same replica: unready only after two failed etcd probes
+// in a row, and from the start of a shutdown.
+func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, hs *health.Server, withPprof bool) error {
 	mux := http.NewServeMux()
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -282,20 +290,21 @@ func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registr
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := c.Ping(r.Context()); err != nil {
-			http.Error(w, "etcd unreachable", http.StatusServiceUnavailable)
+		resp, err := hs.Check(r.Context(), &healthpb.HealthCheckRequest{})
+		if st := resp.GetStatus(); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			http.Error(w, fmt.Sprintf("%s: etcd unreachable, or shutting down", st), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		_ = hs.Shutdown(sctx)
+		_ = hsrv.Shutdown(sctx)
 	}()
-	if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := hsrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
