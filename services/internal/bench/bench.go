@@ -131,9 +131,10 @@ type Memory struct {
 	IdleRSSKiB  int64 `json:"idle_rss_kib,omitempty"`
 	IdleHeapKiB int64 `json:"idle_heap_inuse_kib,omitempty"`
 	// What the per-agent RSS is made of, idle: the heap the last GC found live, and goroutine stacks.
-	IdleLiveHeapKiB int64    `json:"idle_live_heap_kib,omitempty"`
-	IdleStackKiB    int64    `json:"idle_stack_kib,omitempty"`
-	Rows            []MemRow `json:"rows"`
+	IdleLiveHeapKiB  int64    `json:"idle_live_heap_kib,omitempty"`
+	IdleStackKiB     int64    `json:"idle_stack_kib,omitempty"`
+	IdleStackUsedKiB int64    `json:"idle_stack_used_kib,omitempty"`
+	Rows             []MemRow `json:"rows"`
 }
 
 // MemRow is wardend with N agents subscribed on all three streams.
@@ -150,9 +151,12 @@ type MemRow struct {
 	BenchRSSKiB int64 `json:"bench_rss_kib"`
 	// The heap the last GC found live and the goroutine stacks, each per agent relative to idle: what
 	// an agent costs before the GC's headroom (the heap grows to twice the live heap between
-	// collections) and memory the runtime has not returned to the OS yet. Full mode only.
-	LiveHeapKiBPerAgent float64 `json:"live_heap_kib_per_agent,omitempty"`
-	StackKiBPerAgent    float64 `json:"stack_kib_per_agent,omitempty"`
+	// collections) and memory the runtime has not returned to the OS yet. StackUsed is the part of the
+	// stacks the last GC found in use: a stack is allocated in powers of two and only halved by a GC
+	// that finds three quarters of it unused. Full mode only.
+	LiveHeapKiBPerAgent  float64 `json:"live_heap_kib_per_agent,omitempty"`
+	StackKiBPerAgent     float64 `json:"stack_kib_per_agent,omitempty"`
+	StackUsedKiBPerAgent float64 `json:"stack_used_kib_per_agent,omitempty"`
 }
 
 func (r *Report) note(format string, args ...any) {
@@ -241,7 +245,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if h, err := w.heapInUse(ctx); err == nil {
 			rep.Memory.IdleHeapKiB = h / 1024
 		}
-		rep.Memory.IdleLiveHeapKiB, rep.Memory.IdleStackKiB = w.liveHeapAndStacks(ctx)
+		rep.Memory.IdleLiveHeapKiB, rep.Memory.IdleStackKiB, rep.Memory.IdleStackUsedKiB = w.liveHeapAndStacks(ctx)
 	}
 
 	f, err := newFleet(ctx, w.addr, wardend.AdminFilesIn(w.dataDir), "bench", log)
@@ -333,9 +337,10 @@ func runFanout(ctx context.Context, cfg Config, rep *Report, f *fleet, w *warden
 		m.BenchRSSKiB, _ = rssKiB(os.Getpid())
 		if !cfg.Quick {
 			m.RSSKiBPerAgent = float64(m.RSSKiB-rep.Memory.IdleRSSKiB) / float64(n)
-			live, stacks := w.liveHeapAndStacks(ctx)
+			live, stacks, used := w.liveHeapAndStacks(ctx)
 			m.LiveHeapKiBPerAgent = float64(live-rep.Memory.IdleLiveHeapKiB) / float64(n)
 			m.StackKiBPerAgent = float64(stacks-rep.Memory.IdleStackKiB) / float64(n)
+			m.StackUsedKiBPerAgent = float64(used-rep.Memory.IdleStackUsedKiB) / float64(n)
 		}
 		if k := len(rep.Memory.Rows); k > 0 {
 			prev := rep.Memory.Rows[k-1]

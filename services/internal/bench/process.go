@@ -253,11 +253,11 @@ func (w *wardendProc) heapInUse(ctx context.Context) (int64, error) {
 	return int64(v[0]), err
 }
 
-// liveHeapAndStacks scrapes the heap wardend's last GC found live and its goroutine stacks, in KiB
-// (0 when not exported).
-func (w *wardendProc) liveHeapAndStacks(ctx context.Context) (live, stacks int64) {
-	v, _ := w.metrics(ctx, "go_gc_heap_live_bytes ", "go_memstats_stack_inuse_bytes ")
-	return int64(v[0]) / 1024, int64(v[1]) / 1024
+// liveHeapAndStacks scrapes the heap wardend's last GC found live, its goroutine stacks and the part of
+// them that GC found in use, in KiB (0 when not exported).
+func (w *wardendProc) liveHeapAndStacks(ctx context.Context) (live, stacks, stacksUsed int64) {
+	v, _ := w.metrics(ctx, "go_gc_heap_live_bytes ", "go_memstats_stack_inuse_bytes ", "go_gc_scan_stack_bytes ")
+	return int64(v[0]) / 1024, int64(v[1]) / 1024, int64(v[2]) / 1024
 }
 
 // metrics scrapes wardend's metrics listener once and, for each prefix (a name followed by a space, or

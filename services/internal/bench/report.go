@@ -116,8 +116,8 @@ func (r *Report) WriteText(out io.Writer) error {
 		tw.Flush()
 		for _, m := range r.Memory.Rows {
 			if m.LiveHeapKiBPerAgent > 0 {
-				fmt.Fprintf(&b, "at %d agents, per agent: live heap (at the last GC) %.1f KiB, goroutine stacks %.1f KiB; the rest of the RSS is the GC's headroom and memory not yet returned to the OS\n",
-					m.Agents, m.LiveHeapKiBPerAgent, m.StackKiBPerAgent)
+				fmt.Fprintf(&b, "at %d agents, per agent: live heap (at the last GC) %.1f KiB, goroutine stacks %.1f KiB (%.1f KiB of them in use at the last GC); the rest of the RSS is the GC's headroom and memory not yet returned to the OS\n",
+					m.Agents, m.LiveHeapKiBPerAgent, m.StackKiBPerAgent, m.StackUsedKiBPerAgent)
 			}
 		}
 		for _, f := range r.Fanout {
