@@ -162,11 +162,22 @@ func (s *Service) resignCRL(ctx context.Context) error {
 	return nil
 }
 
-// crlJob runs on the elected replica: it keeps the CRL signed well before its next_update and pruned.
+// crlJob runs on the elected replica: it keeps the CRL signed well before its next_update and pruned,
+// and every TidyEvery removes the records of certificates expired for longer than Retention.
 func (s *Service) crlJob(ctx context.Context) error {
+	var tidied time.Time
 	for {
 		if err := s.resignCRL(ctx); err != nil && ctx.Err() == nil {
 			s.cfg.Log.Error("re-signing the CRL failed; retrying", "err", err, "in", s.cfg.CRLCheck)
+		}
+		if now := s.cfg.Now(); now.Sub(tidied) >= s.cfg.TidyEvery {
+			tidied = now
+			n, err := s.tidy(ctx, now)
+			if err != nil && ctx.Err() == nil {
+				s.cfg.Log.Error("pruning expired certificate records failed; retrying", "err", err, "pruned", n, "in", s.cfg.TidyEvery)
+			} else if n > 0 {
+				s.cfg.Log.Info("pruned the records of expired certificates", "count", n, "retention", s.cfg.Retention)
+			}
 		}
 		select {
 		case <-ctx.Done():

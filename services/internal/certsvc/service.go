@@ -27,6 +27,8 @@ const (
 	DefaultCRLValidity      = 24 * time.Hour
 	DefaultCRLCheck         = time.Minute
 	DefaultHeartbeat        = 30 * time.Second
+	DefaultRetention        = 7 * 24 * time.Hour
+	DefaultTidyEvery        = time.Hour
 )
 
 // Config are the CertService's dependencies.
@@ -57,6 +59,11 @@ type Config struct {
 	CRLCheck time.Duration
 	// Heartbeat is the idle interval after which WatchCredentials repeats the last snapshot (default 30s).
 	Heartbeat time.Duration
+	// Retention is how long the records of an expired certificate are kept (GetCertificate and
+	// ListCertificates still show it) before the elected replica removes them (default 7 days); it
+	// checks every TidyEvery (default 1h).
+	Retention time.Duration
+	TidyEvery time.Duration
 }
 
 // Service implements warden.cert.v1.CertService.
@@ -72,6 +79,8 @@ type Service struct {
 
 	// crlMu serialises this replica's CRL re-signs; replicas are kept apart by the CRL's revision compare.
 	crlMu sync.Mutex
+	// pruned counts the certificates tidy removed.
+	pruned prometheus.Counter
 }
 
 // New validates cfg and fills defaults.
@@ -96,6 +105,8 @@ func New(cfg Config) (*Service, error) {
 		{&cfg.CRLValidity, DefaultCRLValidity, 10 * time.Minute, "CRLValidity"},
 		{&cfg.CRLCheck, DefaultCRLCheck, 10 * time.Millisecond, "CRLCheck"},
 		{&cfg.Heartbeat, DefaultHeartbeat, 10 * time.Millisecond, "Heartbeat"},
+		{&cfg.Retention, DefaultRetention, time.Hour, "Retention"},
+		{&cfg.TidyEvery, DefaultTidyEvery, 10 * time.Millisecond, "TidyEvery"},
 	}
 	for _, d := range durations {
 		if *d.d == 0 {
@@ -112,10 +123,14 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RenewFraction < 0.1 || cfg.RenewFraction > 0.9 {
 		return nil, fmt.Errorf("certsvc: RenewFraction %v is outside [0.1, 0.9]", cfg.RenewFraction)
 	}
-	s := &Service{cfg: cfg, st: cfg.Store, ackWrites: cfg.Store.Batcher(0), issueWrites: cfg.Store.Batcher(0)}
+	s := &Service{cfg: cfg, st: cfg.Store, ackWrites: cfg.Store.Batcher(0), issueWrites: cfg.Store.Batcher(0),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "warden_cert_records_pruned_total",
+			Help: "Records of expired certificates this replica removed once Retention had passed since their expiry.",
+		})}
 	s.hub = fanout.New(s.buildSnapshot, fanout.Options{Name: "credentials"})
 	if cfg.Metrics != nil {
-		for _, c := range []prometheus.Collector{newExpiryCollector(cfg.View.Mirror(), cfg.Now), newPhaseCollector(cfg.View.Mirror())} {
+		for _, c := range []prometheus.Collector{newExpiryCollector(cfg.View.Mirror(), cfg.Now), newPhaseCollector(cfg.View.Mirror()), s.pruned} {
 			if err := cfg.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("certsvc: register metrics: %w", err)
 			}
@@ -144,7 +159,8 @@ func routeCredentials(key string) (string, bool) {
 	return "", true // CA state, CRL, DB CA, webhook bundles: in every snapshot
 }
 
-// Run keeps the credential streams fed and, on the elected replica, the CRL fresh, until ctx is done.
+// Run keeps the credential streams fed and, on the elected replica, the CRL fresh and the records of
+// long-expired certificates pruned, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.cfg.View.WaitReady(ctx); err != nil {
 		return nil
