@@ -14,7 +14,6 @@ import (
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -119,10 +118,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("register handshake metrics: %w", err)
 		}
 	}
-	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		cfg.Log.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietLevels)}
+	calls := callLog{log: cfg.Log}
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		cfg.Log.ErrorContext(ctx, "panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
@@ -155,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 				return handler(ctx, req)
 			},
 			metrics.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(logger, logOpts...),
+			calls.unary,
 			recovery.UnaryServerInterceptor(recoverOpt),
 			g.unary,
 		),
@@ -166,7 +162,7 @@ func New(cfg Config) (*Server, error) {
 				return handler(srv, ss)
 			},
 			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
+			calls.stream,
 			recovery.StreamServerInterceptor(recoverOpt),
 			g.stream,
 		),
@@ -178,18 +174,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	metrics.InitializeMetrics(gs)
 	return &Server{GRPC: gs, Health: hs, log: cfg.Log, grace: cfg.GraceStop, unary: unary, streams: streams}, nil
-}
-
-// quietLevels logs successful calls at debug so that agents' acks don't flood the log.
-func quietLevels(c codes.Code) logging.Level {
-	switch c {
-	case codes.OK, codes.Canceled, codes.NotFound:
-		return logging.LevelDebug
-	case codes.Internal, codes.Unknown, codes.DataLoss:
-		return logging.LevelError
-	default:
-		return logging.LevelInfo
-	}
 }
 
 // Serve serves on lis until ctx is done, then stops gracefully: no new calls are accepted, unary calls
