@@ -171,12 +171,14 @@ func (s *Service) crlJob(ctx context.Context) error {
 			s.cfg.Log.Error("re-signing the CRL failed; retrying", "err", err, "in", s.cfg.CRLCheck)
 		}
 		if now := s.cfg.Now(); now.Sub(tidied) >= s.cfg.TidyEvery {
-			tidied = now
-			n, err := s.tidy(ctx, now)
+			n, more, err := s.tidy(ctx, now)
+			if !more {
+				tidied = now
+			}
 			if err != nil && ctx.Err() == nil {
 				s.cfg.Log.Error("pruning expired certificate records failed; retrying", "err", err, "pruned", n, "in", s.cfg.TidyEvery)
 			} else if n > 0 {
-				s.cfg.Log.Info("pruned the records of expired certificates", "count", n, "retention", s.cfg.Retention)
+				s.cfg.Log.Info("pruned the records of expired certificates", "count", n, "retention", s.cfg.Retention, "more", more)
 			}
 		}
 		select {

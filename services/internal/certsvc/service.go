@@ -64,6 +64,8 @@ type Config struct {
 	// checks every TidyEvery (default 1h).
 	Retention time.Duration
 	TidyEvery time.Duration
+	// tidyMax bounds one tidy run (default defaultTidyMax); tests lower it.
+	tidyMax int
 }
 
 // Service implements warden.cert.v1.CertService.
@@ -115,6 +117,9 @@ func New(cfg Config) (*Service, error) {
 		if *d.d < d.min {
 			return nil, fmt.Errorf("certsvc: %s %s is shorter than %s", d.nm, *d.d, d.min)
 		}
+	}
+	if cfg.tidyMax == 0 {
+		cfg.tidyMax = defaultTidyMax
 	}
 	if cfg.RenewFraction == 0 {
 		cfg.RenewFraction = DefaultRenewFraction

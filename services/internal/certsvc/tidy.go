@@ -16,6 +16,11 @@ import (
 // two conditions plus the batch's audit event, under etcd's default limit of 128 operations.
 const tidyBatch = 24
 
+// defaultTidyMax bounds one tidy run, so a backlog (the first run after an upgrade, a retention
+// shortened) is worked off in runs a minute apart (CRLCheck) instead of one long burst of writes
+// that agents' acknowledgements would queue behind.
+const defaultTidyMax = 10_000
+
 // tidy removes what etcd holds about certificates that expired more than Retention before now and are
 // no node's current certificate: the certificate record, its entry in the node's index and, while it
 // still names this certificate, the by-key entry. Revocation entries are not touched here: each CRL
@@ -25,8 +30,8 @@ const tidyBatch = 24
 //
 // The records are read from the mirror and every delete is guarded by the revision it was read at, so a
 // record changed in between makes that batch fail harmlessly; the next run sees the new state. It
-// returns how many certificates it removed.
-func (s *Service) tidy(ctx context.Context, now time.Time) (int, error) {
+// returns how many certificates it removed and whether it stopped at Config.tidyMax with more to do.
+func (s *Service) tidy(ctx context.Context, now time.Time) (pruned int, more bool, err error) {
 	m := s.cfg.View.Mirror()
 	cutoff := now.Add(-s.cfg.Retention)
 	ctx = audit.System(ctx, s.cfg.Authority.TrustDomain(), s.cfg.ReplicaID)
@@ -34,8 +39,9 @@ func (s *Service) tidy(ctx context.Context, now time.Time) (int, error) {
 		ops     []store.Op
 		conds   []store.Cond
 		serials []string
-		pruned  int
+		seen    int
 		errs    []error
+		lastRev int64
 	)
 	flush := func() {
 		if len(serials) == 0 {
@@ -43,9 +49,10 @@ func (s *Service) tidy(ctx context.Context, now time.Time) (int, error) {
 		}
 		ev := audit.Event{Target: "certificates", Outcome: audit.Success, Reason: "records of expired certificates pruned",
 			Details: map[string]string{"count": strconv.Itoa(len(serials)), "serials": strings.Join(serials, ","), "retention": s.cfg.Retention.String()}}
-		if _, err := s.st.Txn(ctx, conds, append(ops, s.cfg.Audit.Op(ctx, ev))); err != nil {
+		if rev, err := s.st.Txn(ctx, conds, append(ops, s.cfg.Audit.Op(ctx, ev))); err != nil {
 			errs = append(errs, err)
 		} else {
+			lastRev = rev
 			pruned += len(serials)
 			s.pruned.Add(float64(len(serials)))
 		}
@@ -53,6 +60,10 @@ func (s *Service) tidy(ctx context.Context, now time.Time) (int, error) {
 	}
 	for _, kv := range m.List(prefCerts) {
 		if ctx.Err() != nil {
+			break
+		}
+		if seen == s.cfg.tidyMax {
+			more = true
 			break
 		}
 		rec, err := s.cfg.View.certRecs.Decode(kv)
@@ -78,13 +89,20 @@ func (s *Service) tidy(ctx context.Context, now time.Time) (int, error) {
 			}
 		}
 		serials = append(serials, rec.Serial)
+		seen++
 		if len(serials) == tidyBatch {
 			flush()
 		}
 	}
 	flush()
-	if err := errors.Join(errs...); err != nil {
-		return pruned, fmt.Errorf("prune expired certificate records (%d batches failed): %w", len(errs), err)
+	// The next run reads the mirror again: it must not find this run's records still there.
+	if lastRev > 0 {
+		if err := m.WaitRevision(ctx, lastRev); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return pruned, nil
+	if err := errors.Join(errs...); err != nil {
+		return pruned, more, fmt.Errorf("prune expired certificate records (%d batches failed): %w", len(errs), err)
+	}
+	return pruned, more, nil
 }
