@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -101,8 +101,10 @@ func TestTidyPrunesLongExpiredCertificates(t *testing.T) {
 	if len(e.dump(keyCurrent("web-1", kindIdentity))) != 1 {
 		t.Fatal("current/ of web-1 is gone")
 	}
-	if got := testutil.ToFloat64(e.svc.pruned); got != 2 {
-		t.Errorf("warden_cert_records_pruned_total = %v, want 2", got)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e.svc.pruned)
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 2 {
+		t.Errorf("warden_cert_records_pruned_total: %v (%v), want 2", mfs, err)
 	}
 	audited := map[string]bool{}
 	for _, ev := range e.auditEvents() {
