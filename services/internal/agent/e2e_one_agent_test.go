@@ -33,28 +33,21 @@ func oneAgent(t *testing.T, prepare func(root string) []string) (*grpc.ClientCon
 	if testing.Short() {
 		t.Skip("end-to-end test: builds and runs wardend and a warden-agent process")
 	}
-	wardendBin, agentBin := binaries(t)
-	root := t.TempDir()
-	logDir := filepath.Join(root, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	wardendAddr := etcdtest.FreeAddr(t)
-	_, conn := startWardend(t, wardendBin, wardendAddr, filepath.Join(root, "wardend"), logDir)
-	node, err := certv1.NewCertServiceClient(conn).CreateNode(t.Context(), &certv1.CreateNodeRequest{
+	e := newE2E(t)
+	node, err := certv1.NewCertServiceClient(e.conn).CreateNode(t.Context(), &certv1.CreateNodeRequest{
 		NodeId: "web-1", Role: certv1.NodeRole_NODE_ROLE_WEBAPP, Zone: "webapp", Addresses: []string{"localhost", "127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	web := &agentProc{id: "web-1", dataDir: filepath.Join(root, "web-1")}
+	web := &agentProc{id: "web-1", dataDir: filepath.Join(e.root, "web-1")}
 	args := []string{"run", "--role", "webapp", "--node-id", web.id, "--data-dir", web.dataDir,
-		"--server", wardendAddr, "--join-token", node.GetJoinToken(), "--ca-fingerprint", node.GetCaFingerprint()}
-	web.proc = start(t, web.id, logDir, agentBin, append(args, prepare(root)...)...)
+		"--server", e.wardendAddr, "--join-token", node.GetJoinToken(), "--ca-fingerprint", node.GetCaFingerprint()}
+	web.proc = start(t, web.id, e.logDir, e.agentBin, append(args, prepare(e.root)...)...)
 	etcdtest.Eventually(t, bound, func() bool {
 		_, err := os.Stat(filepath.Join(web.certsDir(), "webapp-https.key"))
 		return err == nil && web.env(t)["WA_SECRET"] != ""
 	}, "the agent's files on disk")
-	return conn, web
+	return e.conn, web
 }
 
 // TestReloadBySignal: an app that wants a signal rather than a command (--reload-signal,

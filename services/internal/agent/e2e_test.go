@@ -314,6 +314,27 @@ func issuedBy(t *testing.T, certPEM []byte, ca *x509.Certificate) bool {
 }
 
 // TestEndToEnd runs wardend and four agents as processes and walks the acceptance criteria.
+// e2e is wardend running as a process for an end-to-end test, with its data and every process's log
+// under a fresh root directory.
+type e2e struct {
+	root, logDir, wardendAddr, wardendDir string
+	wardendBin, agentBin                  string
+	wardend                               *proc
+	conn                                  *grpc.ClientConn // the admin's
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	e := &e2e{root: t.TempDir(), wardendAddr: etcdtest.FreeAddr(t)}
+	e.wardendBin, e.agentBin = binaries(t)
+	e.logDir, e.wardendDir = filepath.Join(e.root, "logs"), filepath.Join(e.root, "wardend")
+	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.wardend, e.conn = startWardend(t, e.wardendBin, e.wardendAddr, e.wardendDir, e.logDir)
+	return e
+}
+
 func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test: builds and runs wardend and four warden-agent processes")
@@ -325,15 +346,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 		_ = l.Close()
 	}
-	wardendBin, agentBin := binaries(t)
-	root := t.TempDir()
-	logDir := filepath.Join(root, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	wardendAddr := etcdtest.FreeAddr(t)
-	wdDir := filepath.Join(root, "wardend")
-	wd, conn := startWardend(t, wardendBin, wardendAddr, wdDir, logDir)
+	e := newE2E(t)
+	root, logDir, wardendAddr, wdDir, wardendBin, agentBin, wd, conn := e.root, e.logDir, e.wardendAddr, e.wardendDir, e.wardendBin, e.agentBin, e.wardend, e.conn
 	ctx := t.Context()
 	certs := certv1.NewCertServiceClient(conn)
 	policies := policyv1.NewPolicyServiceClient(conn)
