@@ -11,9 +11,11 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,4 +180,54 @@ func operatorBundle(t *testing.T, name string) (string, *x509.Certificate) {
 		t.Fatal(err)
 	}
 	return string(keyPEM) + string(pki.EncodeCertsPEM(leaf, ca)), leaf
+}
+
+// TestGroupReadableFiles: with --group, the app's group (another user than the agent's, typically)
+// can read the certificates directory and the keys, and nobody else can.
+func TestGroupReadableFiles(t *testing.T) {
+	gid := otherGroup(t)
+	_, web := oneAgent(t, func(string) []string { return []string{"--group", strconv.Itoa(gid)} })
+	for _, tc := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{web.certsDir(), 0o750},
+		{filepath.Join(web.certsDir(), "identity.key"), 0o640},
+		{filepath.Join(web.certsDir(), "webapp-https.key"), 0o640},
+		{filepath.Join(web.certsDir(), "webapp-https.crt"), 0o644},
+	} {
+		fi, err := os.Stat(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != tc.mode {
+			t.Errorf("%s: mode %o, want %o", tc.path, fi.Mode().Perm(), tc.mode)
+		}
+		if got := int(fi.Sys().(*syscall.Stat_t).Gid); tc.mode != 0o644 && got != gid {
+			t.Errorf("%s: group %d, want %d", tc.path, got, gid)
+		}
+	}
+}
+
+// otherGroup is a group other than the process's own that it may give files to: one of its
+// supplementary groups, or any group when it runs as root; the test is skipped without one.
+func otherGroup(t *testing.T) int {
+	t.Helper()
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if g != os.Getgid() {
+			return g
+		}
+	}
+	if os.Geteuid() == 0 {
+		for _, name := range []string{"nogroup", "daemon", "nobody"} {
+			if g, err := user.LookupGroup(name); err == nil {
+				if id, err := strconv.Atoi(g.Gid); err == nil && id != os.Getgid() {
+					return id
+				}
+			}
+		}
+	}
+	t.Skip("no group other than the process's own to give files to")
+	return 0
 }
