@@ -2,13 +2,8 @@ package agent_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"os"
 	"os/exec"
 	"os/user"
@@ -23,8 +18,8 @@ import (
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
-	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/testutil/etcdtest"
+	"github.com/warden-sec/warden/services/internal/testutil/pkitest"
 )
 
 // oneAgent runs wardend and one Webapp warden-agent (node web-1) as processes, waits for the agent's
@@ -119,7 +114,7 @@ func TestExternalCertificateReachesAgent(t *testing.T) {
 		t.Fatalf("the first webapp-https is not Warden's: %v", err)
 	}
 
-	bundle, leaf := operatorBundle(t, "www.example.com")
+	bundle, leaf := pkitest.ExternalBundle(t, []string{"www.example.com"}, time.Now().Add(12*time.Hour), nil)
 	if _, err := certs.UploadExternalCertificate(t.Context(), &certv1.UploadExternalCertificateRequest{NodeId: "web-1", BundlePem: bundle}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,47 +134,6 @@ func TestExternalCertificateReachesAgent(t *testing.T) {
 		_, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		return err == nil
 	}, "a Warden-issued webapp-https back once the upload is deleted")
-}
-
-// operatorBundle is what an operator uploads: key, leaf and the CA that signed it, in one PEM.
-func operatorBundle(t *testing.T, name string) (string, *x509.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Operator Web CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTpl, caTpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(12 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, ca, key.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := pki.MarshalKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(keyPEM) + string(pki.EncodeCertsPEM(leaf, ca)), leaf
 }
 
 // TestGroupReadableFiles: with --group, the app's group (another user than the agent's, typically)

@@ -17,6 +17,7 @@ import (
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/testutil/pkitest"
 )
 
 // TestBadInputsChangeNothing sends every kind of bad request and checks both the status code and that
@@ -30,15 +31,15 @@ func TestBadInputsChangeNothing(t *testing.T) {
 	fresh := e.createNode("web-new", certv1.NodeRole_NODE_ROLE_WEBAPP)
 	webConn, coreConn, anon := e.nodeClient(web), e.nodeClient(core), e.anonClient()
 
-	extPEM, extLeaf := externalBundle(t, []string{"www.example.com"}, time.Now().Add(24*time.Hour), nil)
+	extPEM, extLeaf := pkitest.ExternalBundle(t, []string{"www.example.com"}, time.Now().Add(24*time.Hour), nil)
 	ext, err := admin.UploadExternalCertificate(ctx, &certv1.UploadExternalCertificateRequest{BundlePem: extPEM})
 	if err != nil {
 		t.Fatal(err)
 	}
 	otherKey, _ := pki.GenerateKey(pki.DefaultKeyType)
-	mismatched, _ := externalBundle(t, []string{"www.example.com"}, time.Now().Add(24*time.Hour), otherKey)
-	expired, _ := externalBundle(t, []string{"www.example.com"}, time.Now().Add(-time.Hour), nil)
-	caCert, caKey := testCA(t, "Hook CA", pki.KeyECDSAP256, nil, nil)
+	mismatched, _ := pkitest.ExternalBundle(t, []string{"www.example.com"}, time.Now().Add(24*time.Hour), otherKey)
+	expired, _ := pkitest.ExternalBundle(t, []string{"www.example.com"}, time.Now().Add(-time.Hour), nil)
+	caCert, caKey := pkitest.CA(t, "Hook CA", pki.KeyECDSAP256, nil, nil)
 	hookPEM := string(pki.EncodeCertsPEM(caCert))
 	hook, err := admin.AddWebhookCA(ctx, &certv1.AddWebhookCARequest{Name: "hooks", BundlePem: hookPEM})
 	if err != nil {
@@ -56,7 +57,7 @@ func TestBadInputsChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inter, interKey := testCA(t, "Intermediate", pki.KeyECDSAP256, caCert, caKey)
+	inter, interKey := pkitest.CA(t, "Intermediate", pki.KeyECDSAP256, caCert, caKey)
 
 	_, goodCSR := newCSR(t, pki.DefaultKeyType, "x")
 	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
@@ -71,7 +72,7 @@ func TestBadInputsChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherTDCert, otherTDKey := string(pki.EncodeCertsPEM(otherCA.Cert)), keyPEM(t, otherCA.Signer)
+	otherTDCert, otherTDKey := string(pki.EncodeCertsPEM(otherCA.Cert)), pkitest.KeyPEM(t, otherCA.Signer)
 	token := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 	type call func(context.Context) error
@@ -259,19 +260,19 @@ func TestBadInputsChangeNothing(t *testing.T) {
 		}), codes.FailedPrecondition},
 		// CA lifecycle
 		{"uploaded CA with mismatched key", unary(func() (any, error) {
-			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: hookPEM, KeyPem: keyPEM(t, otherKey)}})
+			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: hookPEM, KeyPem: pkitest.KeyPEM(t, otherKey)}})
 		}), codes.InvalidArgument},
 		{"uploaded CA that is a leaf", unary(func() (any, error) {
-			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: string(pki.EncodeCertsPEM(extLeaf)), KeyPem: keyPEM(t, otherKey)}})
+			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: string(pki.EncodeCertsPEM(extLeaf)), KeyPem: pkitest.KeyPEM(t, otherKey)}})
 		}), codes.InvalidArgument},
 		{"uploaded intermediate without chain", unary(func() (any, error) {
-			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: string(pki.EncodeCertsPEM(inter)), KeyPem: keyPEM(t, interKey)}})
+			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: string(pki.EncodeCertsPEM(inter)), KeyPem: pkitest.KeyPEM(t, interKey)}})
 		}), codes.InvalidArgument},
 		{"uploaded CA of another trust domain", unary(func() (any, error) {
 			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: otherTDCert, KeyPem: otherTDKey}})
 		}), codes.InvalidArgument},
 		{"uploaded CA with a validity", unary(func() (any, error) {
-			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: hookPEM, KeyPem: keyPEM(t, caKey)}, Validity: durationpb.New(time.Hour * 24 * 400)})
+			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: hookPEM, KeyPem: pkitest.KeyPEM(t, caKey)}, Validity: durationpb.New(time.Hour * 24 * 400)})
 		}), codes.InvalidArgument},
 		{"generated CA valid one hour", unary(func() (any, error) {
 			return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Validity: durationpb.New(time.Hour)})

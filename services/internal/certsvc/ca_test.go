@@ -1,11 +1,7 @@
 package certsvc
 
 import (
-	"crypto"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,61 +12,20 @@ import (
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/testutil/pkitest"
 )
-
-// testCA makes a CA certificate signed by parent (self-signed when parent is nil).
-func testCA(t testing.TB, cn string, kt pki.KeyType, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	key, err := pki.GenerateKey(kt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Operator"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(5 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-		tmpl.MaxPathLen = 1
-	} else {
-		tmpl.MaxPathLenZero = true
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, key
-}
-
-func keyPEM(t testing.TB, k crypto.Signer) string {
-	t.Helper()
-	b, err := pki.MarshalKeyPEM(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 func TestUploadedIntermediateCA(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
 	admin := e.adminClient()
-	root, rootKey := testCA(t, "Operator Offline Root", pki.KeyECDSAP384, nil, nil)
-	inter, interKey := testCA(t, "Operator Warden Intermediate", pki.KeyECDSAP256, root, rootKey)
+	root, rootKey := pkitest.CA(t, "Operator Offline Root", pki.KeyECDSAP384, nil, nil)
+	inter, interKey := pkitest.CA(t, "Operator Warden Intermediate", pki.KeyECDSAP256, root, rootKey)
 	// A registered node that has not bootstrapped does not hold up the rotation.
 	e.createNode("web-1", certv1.NodeRole_NODE_ROLE_WEBAPP, "web-1.example.com")
 
 	prep, err := admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{
-		CertPem: string(pki.EncodeCertsPEM(inter)), KeyPem: keyPEM(t, interKey), ChainPem: string(pki.EncodeCertsPEM(root)),
+		CertPem: string(pki.EncodeCertsPEM(inter)), KeyPem: pkitest.KeyPEM(t, interKey), ChainPem: string(pki.EncodeCertsPEM(root)),
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -140,8 +95,8 @@ func TestPrepareCAWithoutNodesActivatesAtOnce(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
 	admin := e.adminClient()
-	root, rootKey := testCA(t, "Operator Root", pki.KeyRSA3072, nil, nil)
-	prep, err := admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: string(pki.EncodeCertsPEM(root)), KeyPem: keyPEM(t, rootKey)}})
+	root, rootKey := pkitest.CA(t, "Operator Root", pki.KeyRSA3072, nil, nil)
+	prep, err := admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{CertPem: string(pki.EncodeCertsPEM(root)), KeyPem: pkitest.KeyPEM(t, rootKey)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,6 @@
 package certsvc
 
 import (
-	"crypto"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -15,34 +10,8 @@ import (
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
 	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/testutil/pkitest"
 )
-
-// externalBundle is what an operator uploads: key, leaf and the CA that signed it, in one PEM.
-func externalBundle(t testing.TB, names []string, notAfter time.Time, keyOverride crypto.Signer) (string, *x509.Certificate) {
-	t.Helper()
-	ca, caKey := testCA(t, "Operator Web CA", pki.KeyECDSAP256, nil, nil)
-	key, err := pki.GenerateKey(pki.KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: names[0]},
-		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: names,
-	}, ca, key.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keyOverride != nil {
-		key = keyOverride
-	}
-	return keyPEM(t, key) + string(pki.EncodeCertsPEM(leaf, ca)), leaf
-}
 
 func TestWatchCredentialsSnapshots(t *testing.T) {
 	e := start(t, func(c *Config) { c.Heartbeat = 300 * time.Millisecond })
@@ -86,9 +55,9 @@ func TestWatchCredentialsSnapshots(t *testing.T) {
 		}
 	})
 
-	dbBundle := string(pki.EncodeCertsPEM(must(testCA(t, "DB CA", pki.KeyECDSAP256, nil, nil))))
-	hookBundle := string(pki.EncodeCertsPEM(must(testCA(t, "Hook CA", pki.KeyECDSAP256, nil, nil))))
-	extPEM, extLeaf := externalBundle(t, []string{"www.example.com"}, time.Now().Add(90*24*time.Hour), nil)
+	dbBundle := string(pki.EncodeCertsPEM(must(pkitest.CA(t, "DB CA", pki.KeyECDSAP256, nil, nil))))
+	hookBundle := string(pki.EncodeCertsPEM(must(pkitest.CA(t, "Hook CA", pki.KeyECDSAP256, nil, nil))))
+	extPEM, extLeaf := pkitest.ExternalBundle(t, []string{"www.example.com"}, time.Now().Add(90*24*time.Hour), nil)
 	if _, err := admin.SetDatabaseCA(ctx, &certv1.SetDatabaseCARequest{BundlePem: dbBundle}); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +104,7 @@ func TestWatchCredentialsSnapshots(t *testing.T) {
 		}
 	})
 	t.Run("a node's own external certificate wins over the deployment-wide one", func(t *testing.T) {
-		own, ownLeaf := externalBundle(t, []string{"web-2.example.com"}, time.Now().Add(30*24*time.Hour), nil)
+		own, ownLeaf := pkitest.ExternalBundle(t, []string{"web-2.example.com"}, time.Now().Add(30*24*time.Hour), nil)
 		if _, err := admin.UploadExternalCertificate(ctx, &certv1.UploadExternalCertificateRequest{NodeId: web2.id, BundlePem: own}); err != nil {
 			t.Fatal(err)
 		}
