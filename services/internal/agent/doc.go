@@ -6,7 +6,7 @@
 //
 //	certs/                      0700 (0750 and the --group with a group)
 //	  ca-bundle.crt             every trusted root (0644)
-//	  crl.pem                   the current CRL
+//	  crl.pem                   the current CRLs, one per trusted CA
 //	  identity.{crt,key}        the node's mTLS identity towards Warden
 //	  webapp-https.{crt,key}    Webapp: HTTPS server certificate (or the operator's uploaded one)
 //	  coreapp-communication.{crt,key}, coreapp-control.{crt,key}   Coreapp

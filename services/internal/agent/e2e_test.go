@@ -618,6 +618,23 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("CA rotation", func(t *testing.T) {
+		oldCA, err := pki.ParseCertsPEM(web.readFile(t, "ca-bundle.crt"))
+		if err != nil || len(oldCA) != 1 {
+			t.Fatalf("trust bundle before the rotation: %d roots, %v", len(oldCA), err)
+		}
+		// crlSignedBy: crl.pem holds one CRL per CA, signed by each of cas in that order.
+		crlSignedBy := func(a *agentProc, cas ...*x509.Certificate) bool {
+			crls, err := pki.ParseCRLs(a.readFile(t, "crl.pem"))
+			if err != nil || len(crls) != len(cas) {
+				return false
+			}
+			for i, ca := range cas {
+				if crls[i].CheckSignatureFrom(ca) != nil {
+					return false
+				}
+			}
+			return true
+		}
 		prep, err := certs.PrepareCA(ctx, &certv1.PrepareCARequest{})
 		if err != nil {
 			t.Fatal(err)
@@ -647,6 +664,8 @@ func TestEndToEnd(t *testing.T) {
 				}
 				return true
 			}, a.id+" re-issued every certificate from the new CA")
+			etcdtest.Eventually(t, bound, func() bool { return crlSignedBy(a, newCA[0], oldCA[0]) },
+				a.id+" holds a CRL from each trusted CA, so the old CA's certificates can still be checked")
 		}
 		if _, err := certs.RetireCA(ctx, &certv1.RetireCARequest{Force: true}); err != nil {
 			t.Fatal(err)
@@ -656,6 +675,7 @@ func TestEndToEnd(t *testing.T) {
 				certs, err := pki.ParseCertsPEM(a.readFile(t, "ca-bundle.crt"))
 				return err == nil && len(certs) == 1 && certs[0].Equal(newCA[0])
 			}, a.id+" trusts only the new CA")
+			etcdtest.Eventually(t, bound, func() bool { return crlSignedBy(a, newCA[0]) }, a.id+" holds the new CA's CRL only")
 		}
 	})
 

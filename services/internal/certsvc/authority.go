@@ -114,15 +114,25 @@ func (a *Authority) State(ctx context.Context) (caState, int64, error) {
 
 // Issuer returns the active CA with its key.
 func (a *Authority) Issuer(ctx context.Context) (*pki.CA, error) {
-	st, _, err := a.State(ctx)
+	ca, _, _, err := a.active(ctx)
+	return ca, err
+}
+
+// active loads the issuing CA with its key, its record, and the CA state's revision it was read at.
+func (a *Authority) active(ctx context.Context) (*pki.CA, caRecord, int64, error) {
+	st, rev, err := a.State(ctx)
 	if err != nil {
-		return nil, err
+		return nil, caRecord{}, 0, err
 	}
 	rec, ok := st.byState(caActive)
 	if !ok {
-		return nil, errors.New("no active CA")
+		return nil, caRecord{}, 0, errors.New("no active CA")
 	}
-	return a.load(ctx, rec)
+	ca, err := a.load(ctx, rec)
+	if err != nil {
+		return nil, caRecord{}, 0, err
+	}
+	return ca, rec, rev, nil
 }
 
 func (a *Authority) load(ctx context.Context, rec caRecord) (*pki.CA, error) {

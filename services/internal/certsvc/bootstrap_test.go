@@ -174,10 +174,7 @@ func TestBootstrapTLSAndRevocation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		crl, err := pki.ParseCRL([]byte(got.GetCrlPem()))
-		if err != nil {
-			t.Fatal(err)
-		}
+		crl := onlyCRL(t, got.GetCrlPem())
 		issuer, err := e.auth.Issuer(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -161,7 +161,7 @@ func (s *Service) PrepareCA(ctx context.Context, req *certv1.PrepareCARequest) (
 	if len(nodes) == 0 {
 		// Nobody has to learn the new root first, so the rotation skips straight to issuing.
 		next = activated(next, rec.ID, now)
-		crlOps, crlConds, _, err := s.nextCRL(ctx, ca, rec.ID, nil, now)
+		crlOps, crlConds, _, err := s.nextCRL(ctx, next, []*pki.CA{ca}, nil, now)
 		if err != nil {
 			return nil, err
 		}
@@ -258,7 +258,7 @@ func (s *Service) ActivateCA(ctx context.Context, req *certv1.ActivateCARequest)
 		return nil, err
 	}
 	next := activated(st, prepared.ID, now)
-	ops, conds, _, err := s.nextCRL(ctx, ca, prepared.ID, nil, now)
+	ops, conds, _, err := s.nextCRL(ctx, next, []*pki.CA{ca}, nil, now)
 	if err != nil {
 		return nil, err
 	}
@@ -378,12 +378,17 @@ func (s *Service) RetireCA(ctx context.Context, req *certv1.RetireCARequest) (*c
 			next.CAs = append(next.CAs, c)
 		}
 	}
-	ops := []store.Op{
+	// The retired CA's CRL goes with it: nothing it signed is trusted any more.
+	ops, conds, _, err := s.nextCRL(ctx, next, nil, nil, now)
+	if err != nil {
+		return nil, err
+	}
+	ops = append(ops,
 		store.PutOp(keyCAState, encode(next)),
 		store.DeleteOp(keyCAKey(retiring.ID)),
 		s.cfg.Audit.Op(ctx, audit.Event{Target: "ca/" + retiring.ID, Outcome: audit.Success, Reason: "CA retired", Details: details}),
-	}
-	newRev, err := s.st.Txn(ctx, []store.Cond{store.AtRevision(keyCAState, rev)}, ops)
+	)
+	newRev, err := s.st.Txn(ctx, append(conds, store.AtRevision(keyCAState, rev)), ops)
 	if err != nil {
 		return nil, err
 	}

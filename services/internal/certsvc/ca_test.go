@@ -82,12 +82,13 @@ func TestUploadedIntermediateCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := pki.ParseCRL([]byte(crl.GetCrlPem()))
-	if err != nil {
-		t.Fatal(err)
+	// During the rotation each trusted CA signs a CRL of its own, the issuer's first.
+	crls, err := pki.ParseCRLs([]byte(crl.GetCrlPem()))
+	if err != nil || len(crls) != 2 {
+		t.Fatalf("%d CRLs during the rotation (%v), want 2", len(crls), err)
 	}
-	if err := parsed.CheckSignatureFrom(inter); err != nil {
-		t.Fatalf("CRL not re-signed by the new issuer: %v", err)
+	if err := crls[0].CheckSignatureFrom(inter); err != nil {
+		t.Fatalf("first CRL not signed by the new issuer: %v", err)
 	}
 }
 

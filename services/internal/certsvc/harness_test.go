@@ -362,6 +362,19 @@ func verifyChain(t testing.TB, certPEM string, roots *x509.CertPool, usage x509.
 	return certs[0]
 }
 
+// onlyCRL parses a CRL PEM outside a CA rotation, where it holds exactly one CRL.
+func onlyCRL(t testing.TB, pemText string) *x509.RevocationList {
+	t.Helper()
+	crls, err := pki.ParseCRLs([]byte(pemText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(crls) != 1 {
+		t.Fatalf("%d CRLs, want 1 (one CA trusted)", len(crls))
+	}
+	return crls[0]
+}
+
 func equalPEM(a, b string) bool {
 	return bytes.Equal(bytes.TrimSpace([]byte(a)), bytes.TrimSpace([]byte(b)))
 }

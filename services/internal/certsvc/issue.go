@@ -118,7 +118,7 @@ type inputsFunc func(ctx context.Context, node, kind, pubID string) (issueInputs
 func (s *Service) inputsFromEtcd(ctx context.Context, node, kind, pubID string) (issueInputs, error) {
 	var in issueInputs
 	var err error
-	if in.ca, in.caRec, _, in.caRev, err = s.activeIssuer(ctx); err != nil {
+	if in.ca, in.caRec, in.caRev, err = s.cfg.Authority.active(ctx); err != nil {
 		return in, err
 	}
 	kv, err := s.st.Get(ctx, keyByKey(node, kind, pubID))

@@ -377,7 +377,7 @@ func (s *Service) DecommissionNode(ctx context.Context, req *certv1.Decommission
 			} else if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			r := revokedRecord{Serial: serial, At: now.UTC().Truncate(time.Second), Reason: int(certv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION), NotAfter: c.NotAfter, NodeID: id}
+			r := revocation(c, certv1.RevocationReason_REVOCATION_REASON_CESSATION_OF_OPERATION, now)
 			adding = append(adding, r)
 			ops = append(ops, store.PutOp(keyRevoked(serial), encode(r)))
 			conds = append(conds, store.MustNotExist(keyRevoked(serial)))
@@ -398,11 +398,11 @@ func (s *Service) DecommissionNode(ctx context.Context, req *certv1.Decommission
 		}
 		details := map[string]string{"revoked": strings.Join(serials, ",")}
 		if len(adding) > 0 {
-			ca, caRec, _, _, err := s.activeIssuer(ctx)
+			st, _, err := s.cfg.Authority.State(ctx)
 			if err != nil {
 				return err
 			}
-			crlOps, crlConds, crl, err := s.nextCRL(ctx, ca, caRec.ID, adding, now)
+			crlOps, crlConds, crl, err := s.nextCRL(ctx, st, nil, adding, now)
 			if err != nil {
 				return err
 			}

@@ -100,6 +100,20 @@ func (s caState) byState(state string) (caRecord, bool) {
 	return caRecord{}, false
 }
 
+// crlSigners lists the CAs that sign a CRL, issuer first: the issuer and, during a rotation, the
+// retiring CA, whose certificates stay trusted until it retires. A relying party (OpenSSL, nginx's
+// ssl_crl, a JVM) looks a certificate up in the CRL of the certificate's own issuer and refuses the
+// certificate when there is none, so each of them signs its own.
+func (s caState) crlSigners() []caRecord {
+	var out []caRecord
+	for _, state := range []string{caActive, caRetiring} {
+		if rec, ok := s.byState(state); ok {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
 type nodeRecord struct {
 	ID             string    `json:"id"`
 	Role           string    `json:"role"`
@@ -130,14 +144,16 @@ type revokedRecord struct {
 	Reason   int       `json:"reason"`
 	NotAfter time.Time `json:"not_after"` // dropped from the CRL after this
 	NodeID   string    `json:"node_id"`
+	IssuerID string    `json:"issuer_id,omitempty"` // the CA whose CRL lists it; empty in records older than that
 }
 
+// crlRecord is the published CRL set: one CRL per CA that signs (crlSigners), sharing one number.
 type crlRecord struct {
 	Number     int64     `json:"number"`
-	PEM        string    `json:"pem"`
+	PEM        string    `json:"pem"` // the CRLs, PEM, concatenated in the order of Signers
 	ThisUpdate time.Time `json:"this_update"`
 	NextUpdate time.Time `json:"next_update"`
-	IssuerID   string    `json:"issuer_id"`
+	Signers    []string  `json:"signers"` // CA ids, issuer first
 }
 
 type tokenRecord struct {

@@ -1,11 +1,13 @@
 package certsvc
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"time"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
@@ -30,10 +32,13 @@ func retryConflicts(ctx context.Context, fn func() error) error {
 	return err
 }
 
-// nextCRL builds the writes of the next CRL, signed by ca, listing every revoked certificate that has
-// not expired plus adding (revocations written in the same transaction). Expired entries are pruned
-// from etcd at the same time. The condition keeps two writers from publishing the same CRL number.
-func (s *Service) nextCRL(ctx context.Context, ca *pki.CA, caID string, adding []revokedRecord, now time.Time) ([]store.Op, []store.Cond, crlRecord, error) {
+// nextCRL builds the writes of the next CRLs for CA state st: one per CA of st.crlSigners, each listing
+// the revoked certificates it issued that have not expired, plus adding (revocations written in the
+// same transaction). Expired entries are pruned from etcd at the same time. have holds CAs the caller
+// already loaded (a CA prepared in the same transaction has no stored key yet). The condition keeps two
+// writers from publishing the same CRL number; every CA state change that changes the signers
+// publishes CRLs too, so it also fails a writer that read an older CA state.
+func (s *Service) nextCRL(ctx context.Context, st caState, have []*pki.CA, adding []revokedRecord, now time.Time) ([]store.Op, []store.Cond, crlRecord, error) {
 	var prev crlRecord
 	var prevRev int64
 	kv, err := s.st.Get(ctx, keyCRL)
@@ -51,7 +56,6 @@ func (s *Service) nextCRL(ctx context.Context, ca *pki.CA, caID string, adding [
 		return nil, nil, crlRecord{}, err
 	}
 	var ops []store.Op
-	var entries []pki.Revoked
 	all := make([]revokedRecord, 0, len(kvs)+len(adding))
 	for _, kv := range kvs {
 		r, err := decode[revokedRecord](kv)
@@ -70,42 +74,58 @@ func (s *Service) nextCRL(ctx context.Context, ca *pki.CA, caID string, adding [
 			all = append(all, r)
 		}
 	}
-	for _, r := range all {
-		n, ok := new(big.Int).SetString(r.Serial, 16)
-		if !ok {
-			return nil, nil, crlRecord{}, fmt.Errorf("revoked serial %q is not hex", r.Serial)
-		}
-		entries = append(entries, pki.Revoked{Serial: n, At: r.At, Reason: r.Reason})
-	}
-	rec := crlRecord{Number: prev.Number + 1, ThisUpdate: now.UTC().Truncate(time.Second), IssuerID: caID}
+	rec := crlRecord{Number: prev.Number + 1, ThisUpdate: now.UTC().Truncate(time.Second)}
 	rec.NextUpdate = rec.ThisUpdate.Add(s.cfg.CRLValidity)
-	der, err := ca.CreateCRL(entries, rec.Number, rec.ThisUpdate, rec.NextUpdate)
-	if err != nil {
-		return nil, nil, crlRecord{}, err
+	var out bytes.Buffer
+	for _, signer := range st.crlSigners() {
+		ca, err := s.loadCA(ctx, signer, have)
+		if err != nil {
+			return nil, nil, crlRecord{}, err
+		}
+		var entries []pki.Revoked
+		for _, r := range all {
+			// Revocations recorded before issuers were kept go on every CRL: serials are random
+			// 128-bit numbers, so listing one under another CA revokes nothing else.
+			if r.IssuerID != signer.ID && r.IssuerID != "" {
+				continue
+			}
+			n, ok := new(big.Int).SetString(r.Serial, 16)
+			if !ok {
+				return nil, nil, crlRecord{}, fmt.Errorf("revoked serial %q is not hex", r.Serial)
+			}
+			entries = append(entries, pki.Revoked{Serial: n, At: r.At, Reason: r.Reason})
+		}
+		der, err := ca.CreateCRL(entries, rec.Number, rec.ThisUpdate, rec.NextUpdate)
+		if err != nil {
+			return nil, nil, crlRecord{}, err
+		}
+		_ = pem.Encode(&out, &pem.Block{Type: "X509 CRL", Bytes: der}) // a bytes.Buffer does not fail
+		rec.Signers = append(rec.Signers, signer.ID)
 	}
-	rec.PEM = string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	if len(rec.Signers) == 0 {
+		return nil, nil, crlRecord{}, errors.New("no active CA to sign the CRL")
+	}
+	rec.PEM = out.String()
 	ops = append(ops, store.PutOp(keyCRL, encode(rec)))
 	return ops, []store.Cond{store.AtRevision(keyCRL, prevRev)}, rec, nil
 }
 
-// activeIssuer loads the issuing CA with its key, and the CA state's revision it was read at.
-func (s *Service) activeIssuer(ctx context.Context) (*pki.CA, caRecord, caState, int64, error) {
-	st, rev, err := s.cfg.Authority.State(ctx)
-	if err != nil {
-		return nil, caRecord{}, caState{}, 0, err
-	}
-	rec, ok := st.byState(caActive)
-	if !ok {
-		return nil, caRecord{}, caState{}, 0, errors.New("no active CA")
-	}
-	ca, err := s.cfg.Authority.load(ctx, rec)
-	if err != nil {
-		return nil, caRecord{}, caState{}, 0, err
-	}
-	return ca, rec, st, rev, nil
+// revocation is the record of c revoked now for reason.
+func revocation(c certRecord, reason certv1.RevocationReason, now time.Time) revokedRecord {
+	return revokedRecord{Serial: c.Serial, At: now.UTC().Truncate(time.Second), Reason: int(reason), NotAfter: c.NotAfter, NodeID: c.NodeID, IssuerID: c.IssuerID}
 }
 
-// crlDue says, from the mirror, whether the CRL must be re-signed: missing, signed by a CA that no longer issues, past
+// loadCA returns the CA of rec with its key, from have when the caller holds it already.
+func (s *Service) loadCA(ctx context.Context, rec caRecord, have []*pki.CA) (*pki.CA, error) {
+	for _, ca := range have {
+		if pki.Fingerprint(ca.Cert) == rec.ID {
+			return ca, nil
+		}
+	}
+	return s.cfg.Authority.load(ctx, rec)
+}
+
+// crlDue says, from the mirror, whether the CRL must be re-signed: missing, not signed by exactly the CAs of crlSigners, past
 // half its validity, or listing an expired certificate.
 func (s *Service) crlDue(now time.Time) bool {
 	m := s.cfg.View.Mirror()
@@ -125,7 +145,11 @@ func (s *Service) crlDue(now time.Time) bool {
 	if err != nil {
 		return false
 	}
-	if active, ok := st.byState(caActive); ok && active.ID != rec.IssuerID {
+	var want []string
+	for _, signer := range st.crlSigners() {
+		want = append(want, signer.ID)
+	}
+	if !slices.Equal(want, rec.Signers) {
 		return true
 	}
 	if now.After(rec.ThisUpdate.Add(rec.NextUpdate.Sub(rec.ThisUpdate) / 2)) {
@@ -148,11 +172,11 @@ func (s *Service) resignCRL(ctx context.Context) error {
 	if !s.crlDue(now) {
 		return nil
 	}
-	ca, rec, _, _, err := s.activeIssuer(ctx)
+	st, _, err := s.cfg.Authority.State(ctx)
 	if err != nil {
 		return err
 	}
-	ops, conds, _, err := s.nextCRL(ctx, ca, rec.ID, nil, now)
+	ops, conds, _, err := s.nextCRL(ctx, st, nil, nil, now)
 	if err != nil {
 		return err
 	}
@@ -246,12 +270,12 @@ func (s *Service) RevokeCertificate(ctx context.Context, req *certv1.RevokeCerti
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		ca, rec, _, _, err := s.activeIssuer(ctx)
+		st, _, err := s.cfg.Authority.State(ctx)
 		if err != nil {
 			return err
 		}
-		r := revokedRecord{Serial: serial, At: now.UTC().Truncate(time.Second), Reason: int(req.GetReason()), NotAfter: c.NotAfter, NodeID: c.NodeID}
-		ops, conds, crl, err := s.nextCRL(ctx, ca, rec.ID, []revokedRecord{r}, now)
+		r := revocation(c, req.GetReason(), now)
+		ops, conds, crl, err := s.nextCRL(ctx, st, nil, []revokedRecord{r}, now)
 		if err != nil {
 			return err
 		}

@@ -56,27 +56,35 @@ func (ca *CA) CreateCRL(entries []Revoked, number int64, thisUpdate, nextUpdate 
 	return der, nil
 }
 
-// ParseCRL parses a CRL in DER or as one PEM "X509 CRL" block. It does not
-// check the signature; use CheckSignatureFrom with the issuer.
-func ParseCRL(b []byte) (*x509.RevocationList, error) {
+// ParseCRLs parses a CRL in DER, or one or more PEM "X509 CRL" blocks: a CA rotation publishes one
+// CRL per trusted CA, since a relying party looks a certificate up in the CRL of its own issuer. It
+// does not check the signatures; use CheckSignatureFrom with each issuer.
+func ParseCRLs(b []byte) ([]*x509.RevocationList, error) {
 	const field = "crl"
 	if len(b) > maxCRL {
 		return nil, invalidf(field, "CRL is %d bytes, at most %d allowed", len(b), maxCRL)
 	}
-	der := b
-	if bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte(pemBegin)) {
-		blocks, err := splitPEM(field, b, maxCRL)
+	if !bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte(pemBegin)) {
+		crl, err := x509.ParseRevocationList(b)
 		if err != nil {
-			return nil, err
+			return nil, invalidErr(field, err, "parse CRL")
 		}
-		if len(blocks) != 1 || blocks[0].Type != blockCRL {
-			return nil, invalidf(field, "expected exactly one %q PEM block", blockCRL)
-		}
-		der = blocks[0].Bytes
+		return []*x509.RevocationList{crl}, nil
 	}
-	crl, err := x509.ParseRevocationList(der)
+	blocks, err := splitPEM(field, b, maxCRL)
 	if err != nil {
-		return nil, invalidErr(field, err, "parse CRL")
+		return nil, err
 	}
-	return crl, nil
+	out := make([]*x509.RevocationList, 0, len(blocks))
+	for i, block := range blocks {
+		if block.Type != blockCRL {
+			return nil, invalidf(field, "PEM block %d is %q, expected %q", i, block.Type, blockCRL)
+		}
+		crl, err := x509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			return nil, invalidErr(field, err, "parse CRL %d", i)
+		}
+		out = append(out, crl)
+	}
+	return out, nil
 }

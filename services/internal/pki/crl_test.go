@@ -31,10 +31,11 @@ func TestCreateAndParseCRL(t *testing.T) {
 	}
 	for name, in := range forms {
 		t.Run(name, func(t *testing.T) {
-			crl, err := ParseCRL(in)
-			if err != nil {
-				t.Fatalf("ParseCRL: %v", err)
+			crls, err := ParseCRLs(in)
+			if err != nil || len(crls) != 1 {
+				t.Fatalf("ParseCRLs = %d CRLs, %v; want 1", len(crls), err)
 			}
+			crl := crls[0]
 			if err := crl.CheckSignatureFrom(ca.Cert); err != nil {
 				t.Fatalf("CRL signature does not verify against the CA: %v", err)
 			}
@@ -63,9 +64,24 @@ func TestCreateAndParseCRL(t *testing.T) {
 		if err != nil {
 			t.Fatalf("CreateCRL: %v", err)
 		}
-		crl, err := ParseCRL(der)
-		if err != nil || len(crl.RevokedCertificateEntries) != 0 {
-			t.Fatalf("ParseCRL = %v, %v; want an empty CRL", crl, err)
+		crls, err := ParseCRLs(der)
+		if err != nil || len(crls) != 1 || len(crls[0].RevokedCertificateEntries) != 0 {
+			t.Fatalf("ParseCRLs = %v, %v; want one empty CRL", crls, err)
+		}
+	})
+	t.Run("one per CA, in order", func(t *testing.T) {
+		other := newTestCA(t)
+		otherDER, err := other.CreateCRL(nil, 43, testNow, testNow.Add(time.Hour))
+		if err != nil {
+			t.Fatalf("CreateCRL: %v", err)
+		}
+		in := append(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: otherDER})...)
+		crls, err := ParseCRLs(in)
+		if err != nil || len(crls) != 2 {
+			t.Fatalf("ParseCRLs = %d CRLs, %v; want 2", len(crls), err)
+		}
+		if crls[0].CheckSignatureFrom(ca.Cert) != nil || crls[1].CheckSignatureFrom(other.Cert) != nil || len(crls[0].RevokedCertificateEntries) != len(entries) {
+			t.Fatal("the two CRLs are not the ones written, in their order")
 		}
 	})
 }
@@ -110,13 +126,24 @@ func TestParseCRLRejects(t *testing.T) {
 	}{
 		{"empty", nil, "parse CRL"},
 		{"garbage DER", []byte{0x30, 0x01, 0x00}, "parse CRL"},
-		{"wrong PEM type", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), `exactly one "X509 CRL"`},
+		{"wrong PEM type", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), `PEM block 0 is "CERTIFICATE"`},
 		{"PEM with trailing garbage", append(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: []byte{1}}), "x"...), "unexpected data"},
+		{"second CRL broken", append(validCRLPEM(t), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: []byte{1}})...), "parse CRL 1"},
+		{"too large", make([]byte, maxCRL+1), "at most"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseCRL(tt.in)
+			_, err := ParseCRLs(tt.in)
 			requireInvalid(t, err, "crl", tt.want)
 		})
 	}
+}
+
+func validCRLPEM(t testing.TB) []byte {
+	t.Helper()
+	der, err := newTestCA(t).CreateCRL(nil, 1, testNow, testNow.Add(time.Hour))
+	if err != nil {
+		t.Fatalf("CreateCRL: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }

@@ -101,6 +101,28 @@ func FuzzParseExternalBundle(f *testing.F) {
 	})
 }
 
+// FuzzParseCRLs: the agent parses what the credentials stream and its own certificates directory hold.
+func FuzzParseCRLs(f *testing.F) {
+	addSeeds(f)
+	f.Add(validCRLPEM(f))
+	f.Add(append(validCRLPEM(f), validCRLPEM(f)...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		crls, err := ParseCRLs(data)
+		if err != nil {
+			requireInvalidAny(t, err)
+			return
+		}
+		if len(crls) == 0 {
+			t.Fatal("ParseCRLs returned no CRL and no error")
+		}
+		for i, crl := range crls {
+			if crl == nil || len(crl.Raw) == 0 {
+				t.Fatalf("CRL %d is empty", i)
+			}
+		}
+	})
+}
+
 // requireInvalidAny fails if a parser reports bad input as anything but an
 // *InvalidError, which would turn into an internal error at the API.
 func requireInvalidAny(t *testing.T, err error) {

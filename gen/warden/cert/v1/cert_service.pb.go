@@ -2875,12 +2875,14 @@ func (*GetCRLRequest) Descriptor() ([]byte, []int) {
 	return file_warden_cert_v1_cert_service_proto_rawDescGZIP(), []int{37}
 }
 
-// GetCRLResponse is the CRL.
+// GetCRLResponse is the CRL of every trusted CA.
 type GetCRLResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The CRL, PEM ("X509 CRL").
+	// The CRLs, PEM ("X509 CRL" blocks), the issuing CA's first: during a CA rotation the retiring CA
+	// signs a CRL of its own certificates, since a relying party looks a certificate up in the CRL of
+	// its issuer and refuses it when there is none.
 	CrlPem string `protobuf:"bytes,1,opt,name=crl_pem,json=crlPem,proto3" json:"crl_pem,omitempty"`
-	// Its CRL number.
+	// Their CRL number, shared by the CRLs and growing with every publication.
 	Number int64 `protobuf:"varint,2,opt,name=number,proto3" json:"number,omitempty"`
 	// When it was signed.
 	ThisUpdate *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=this_update,json=thisUpdate,proto3" json:"this_update,omitempty"`
@@ -4173,7 +4175,7 @@ type WatchCredentialsResponse struct {
 	Version int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// Every trusted root, PEM.
 	TrustBundlePem string `protobuf:"bytes,2,opt,name=trust_bundle_pem,json=trustBundlePem,proto3" json:"trust_bundle_pem,omitempty"`
-	// The current CRL, PEM.
+	// The current CRLs, PEM, one per trusted CA (as GetCRLResponse.crl_pem).
 	CrlPem string `protobuf:"bytes,3,opt,name=crl_pem,json=crlPem,proto3" json:"crl_pem,omitempty"`
 	// The certificate kinds the node must hold.
 	Required []*RequiredCertificate `protobuf:"bytes,4,rep,name=required,proto3" json:"required,omitempty"`

@@ -110,7 +110,8 @@ type CertServiceClient interface {
 	// RevokeCertificate revokes one certificate; the CRL is re-signed and pushed, and the interceptors
 	// refuse the certificate at once. caller: admin.
 	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
-	// GetCRL returns the current signed certificate revocation list. caller: admin, auditor, any node.
+	// GetCRL returns the current signed certificate revocation lists: one per CA whose certificates are
+	// trusted (two during a CA rotation). caller: admin, auditor, any node.
 	GetCRL(ctx context.Context, in *GetCRLRequest, opts ...grpc.CallOption) (*GetCRLResponse, error)
 	// UploadExternalCertificate stores an operator's own HTTPS certificate for one Webapp or for every
 	// Webapp: one PEM holding the private key, the leaf and its intermediates. It is validated (key matches,
@@ -483,7 +484,8 @@ type CertServiceServer interface {
 	// RevokeCertificate revokes one certificate; the CRL is re-signed and pushed, and the interceptors
 	// refuse the certificate at once. caller: admin.
 	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
-	// GetCRL returns the current signed certificate revocation list. caller: admin, auditor, any node.
+	// GetCRL returns the current signed certificate revocation lists: one per CA whose certificates are
+	// trusted (two during a CA rotation). caller: admin, auditor, any node.
 	GetCRL(context.Context, *GetCRLRequest) (*GetCRLResponse, error)
 	// UploadExternalCertificate stores an operator's own HTTPS certificate for one Webapp or for every
 	// Webapp: one PEM holding the private key, the leaf and its intermediates. It is validated (key matches,

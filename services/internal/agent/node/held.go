@@ -211,18 +211,21 @@ func parseBundle(pemBytes []byte) (*x509.CertPool, []string, error) {
 	return pool, fps, nil
 }
 
-// parseCRL returns the revoked serials of a CRL (empty input: none).
+// parseCRL returns the revoked serials of the CRLs, one per trusted CA (empty input: none). Serials are
+// random and 128 bits long, so one set serves the certificates of every CA.
 func parseCRL(pemBytes []byte) (map[string]bool, error) {
 	out := map[string]bool{}
 	if len(pemBytes) == 0 {
 		return out, nil
 	}
-	crl, err := pki.ParseCRL(pemBytes)
+	crls, err := pki.ParseCRLs(pemBytes)
 	if err != nil {
 		return nil, fmt.Errorf("CRL: %w", err)
 	}
-	for _, e := range crl.RevokedCertificateEntries {
-		out[pki.Serial(e.SerialNumber)] = true
+	for _, crl := range crls {
+		for _, e := range crl.RevokedCertificateEntries {
+			out[pki.Serial(e.SerialNumber)] = true
+		}
 	}
 	return out, nil
 }

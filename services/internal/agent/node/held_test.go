@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -229,5 +230,60 @@ func TestExpiredIdentityWithoutToken(t *testing.T) {
 	}
 	if err := b.ensureIdentity(t.Context()); err == nil || !strings.Contains(err.Error(), "--role") {
 		t.Errorf("ensureIdentity with the wrong role = %v", err)
+	}
+}
+
+// TestParseCRLEveryCA: during a CA rotation the snapshot carries one CRL per trusted CA; a certificate
+// listed in any of them is refused.
+func TestParseCRLEveryCA(t *testing.T) {
+	oldCA, newCA := agenttest.NewCA(t), agenttest.NewCA(t)
+	id := agenttest.Node(identity.RoleWebapp, "w1")
+	fromOld, fromNew, kept := oldCA.Mint(id, time.Hour), newCA.Mint(id, time.Hour), newCA.Mint(id, time.Hour)
+	crlPEM := func(ca *agenttest.CA, revoked ...agenttest.Leaf) []byte {
+		var entries []pki.Revoked
+		for _, l := range revoked {
+			entries = append(entries, pki.Revoked{Serial: l.Cert.SerialNumber, At: time.Now()})
+		}
+		der, err := ca.CreateCRL(entries, 7, time.Now(), time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	}
+	tests := []struct {
+		name    string
+		in      []byte
+		revoked []agenttest.Leaf
+		err     string
+	}{
+		{name: "none yet", in: nil},
+		{name: "one CA", in: crlPEM(newCA, fromNew), revoked: []agenttest.Leaf{fromNew}},
+		{name: "rotation: both CAs", in: append(crlPEM(newCA, fromNew), crlPEM(oldCA, fromOld)...), revoked: []agenttest.Leaf{fromNew, fromOld}},
+		{name: "second CRL broken", in: append(crlPEM(newCA), []byte("-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n")...), err: "parse CRL 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseCRL(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("parseCRL error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.revoked) {
+				t.Errorf("%d serials revoked, want %d", len(got), len(tt.revoked))
+			}
+			for _, l := range tt.revoked {
+				if !got[pki.Serial(l.Cert.SerialNumber)] {
+					t.Errorf("serial %s not revoked", pki.Serial(l.Cert.SerialNumber))
+				}
+			}
+			if got[pki.Serial(kept.Cert.SerialNumber)] {
+				t.Error("a certificate no CRL lists is revoked")
+			}
+		})
 	}
 }
