@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/warden-sec/warden/services/internal/wardend"
@@ -211,9 +210,14 @@ func (w *wardendProc) healthy(ctx context.Context, admin wardend.AdminFiles) err
 		return err
 	}
 	defer conn.Close()
-	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	// Not WaitForReady: while the port is still closed, gRPC would wait out its 1 s reconnect backoff
+	// before the next attempt, and the storm, which commits its changes only once wardend is SERVING,
+	// measured up to a second of that backoff. Failing fast lets waitReady retry 20 ms later. The
+	// deadline is generous because under a 10,000-agent storm the probe's handshake queues behind the
+	// herd's: cutting it short would throw the handshake away and start over at the back of the queue.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	r, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	r, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		return err
 	}

@@ -187,21 +187,26 @@ func (st caState) trustBundle() []byte {
 }
 
 // IssueLocal issues a certificate for a control-plane or operator identity straight from the active CA
-// (wardend's serving certificate, the first admin's client certificate). Node certificates go through
-// the RPCs instead, which record them.
-func (a *Authority) IssueLocal(ctx context.Context, id identity.ID, pub crypto.PublicKey, tpl pki.Template) (certPEM, bundlePEM []byte, err error) {
-	st, _, err := a.State(ctx)
+// (wardend's serving certificate, the first admin's client certificate) and records it like a node's,
+// without a node: ListCertificates shows it, and RevokeCertificate can revoke it by serial, which the
+// TLS handshake and authn then refuse.
+func (a *Authority) IssueLocal(ctx context.Context, id identity.ID, pub crypto.PublicKey, tpl pki.Template) ([]byte, error) {
+	kt, err := pki.KeyTypeOf(pub)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ca, err := a.Issuer(ctx)
+	pubID, err := spkiID(pub)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	ca, rec, _, err := a.active(ctx)
+	if err != nil {
+		return nil, err
 	}
 	tpl.ID = id
 	cert, _, err := ca.Issue(tpl, pub, a.now())
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue %s: %w", id, err)
+		return nil, fmt.Errorf("issue %s: %w", id, err)
 	}
 	chain := append([]*x509.Certificate{cert}, ca.Chain...)
 	if ca.Cert != nil && len(ca.Chain) == 0 && !isSelfSigned(ca.Cert) {
@@ -210,7 +215,13 @@ func (a *Authority) IssueLocal(ctx context.Context, id identity.ID, pub crypto.P
 	if len(ca.Chain) > 0 {
 		chain = append([]*x509.Certificate{cert, ca.Cert}, ca.Chain[:len(ca.Chain)-1]...)
 	}
-	return pki.EncodeCertsPEM(chain...), st.trustBundle(), nil
+	certPEM := pki.EncodeCertsPEM(chain...)
+	// A certificate without its record could not be revoked, so a failed write fails the issuance.
+	r := recordOf(cert, certPEM, "", kindIdentity, id, rec.ID, kt, pubID)
+	if _, err := a.st.Put(ctx, keyCert(r.Serial), encode(r), store.Any()); err != nil {
+		return nil, fmt.Errorf("record certificate %s of %s: %w", r.Serial, id, err)
+	}
+	return certPEM, nil
 }
 
 // isSelfSigned tells a root from an intermediate by its names and key ids, without verifying the

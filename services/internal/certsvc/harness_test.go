@@ -137,7 +137,7 @@ func (e *env) mintLocal(id identity.ID, tpl pki.Template) *tls.Certificate {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	certPEM, _, err := e.auth.IssueLocal(context.Background(), id, key.Public(), tpl)
+	certPEM, err := e.auth.IssueLocal(context.Background(), id, key.Public(), tpl)
 	if err != nil {
 		e.t.Fatal(err)
 	}

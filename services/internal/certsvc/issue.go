@@ -228,20 +228,7 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 	if !isSelfSigned(in.ca.Cert) {
 		chain = append(append(chain, in.ca.Cert), in.ca.Chain...)
 	}
-	rec := certRecord{
-		Serial:    pki.Serial(cert.SerialNumber),
-		NodeID:    n.ID,
-		Kind:      kind,
-		SPIFFEID:  tpl.ID.String(),
-		DNSNames:  cert.DNSNames,
-		IPs:       ipStrings(pki.Template{IPs: cert.IPAddresses}),
-		NotBefore: cert.NotBefore,
-		NotAfter:  cert.NotAfter,
-		IssuerID:  in.caRec.ID,
-		KeyType:   string(kt),
-		PubKeyID:  pubID,
-		PEM:       string(pki.EncodeCertsPEM(chain...)),
-	}
+	rec := recordOf(cert, pki.EncodeCertsPEM(chain...), n.ID, kind, tpl.ID, in.caRec.ID, kt, pubID)
 	return issuance{
 		rec: rec,
 		ops: []store.Op{
@@ -253,6 +240,24 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 		conds: []store.Cond{store.AtRevision(keyNode(n.ID), nodeRev), store.AtRevision(keyCAState, in.caRev),
 			store.AtRevision(keyByKey(n.ID, kind, pubID), in.prevRev)},
 	}, nil
+}
+
+// recordOf is what etcd keeps of an issued certificate; pemChain is the certificate and its chain.
+func recordOf(cert *x509.Certificate, pemChain []byte, node, kind string, id identity.ID, issuerID string, kt pki.KeyType, pubID string) certRecord {
+	return certRecord{
+		Serial:    pki.Serial(cert.SerialNumber),
+		NodeID:    node,
+		Kind:      kind,
+		SPIFFEID:  id.String(),
+		DNSNames:  cert.DNSNames,
+		IPs:       ipStrings(pki.Template{IPs: cert.IPAddresses}),
+		NotBefore: cert.NotBefore,
+		NotAfter:  cert.NotAfter,
+		IssuerID:  issuerID,
+		KeyType:   string(kt),
+		PubKeyID:  pubID,
+		PEM:       string(pemChain),
+	}
 }
 
 func issuedEvent(rec certRecord, reason string) audit.Event {

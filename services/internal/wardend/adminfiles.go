@@ -31,23 +31,24 @@ func AdminFilesIn(dataDir string) AdminFiles {
 }
 
 // ensureAdminFiles writes the admin credentials unless valid ones exist: same trust domain, chaining to
-// the current trust bundle, with more than a third of their life left. ca.crt is refreshed every start
-// (a CA rotation changes it).
-func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.CertPool, bundle []byte, f AdminFiles, name string, now time.Time) (bool, error) {
+// the current trust bundle, not revoked, with more than a third of their life left. ca.crt is refreshed
+// every start (a CA rotation changes it). A revoked admin certificate (a copy leaked) is replaced at the
+// next start: whoever restarts wardend can read the data dir, and so the new key, anyway.
+func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.CertPool, revoked func(serial string) bool, bundle []byte, f AdminFiles, name string, now time.Time) (bool, error) {
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return false, fmt.Errorf("admin dir: %w", err)
 	}
 	if err := materialize.WriteFile(f.CA, bundle, 0o644); err != nil {
 		return false, err
 	}
-	if adminFilesValid(f, pool, auth.TrustDomain(), now) {
+	if adminFilesValid(f, pool, revoked, auth.TrustDomain(), now) {
 		return false, nil
 	}
 	key, err := pki.GenerateKey(pki.DefaultKeyType)
 	if err != nil {
 		return false, err
 	}
-	certPEM, _, err := auth.IssueLocal(ctx, identity.AdminID(auth.TrustDomain(), name), key.Public(), pki.Template{Lifetime: adminLifetime, Client: true})
+	certPEM, err := auth.IssueLocal(ctx, identity.AdminID(auth.TrustDomain(), name), key.Public(), pki.Template{Lifetime: adminLifetime, Client: true})
 	if err != nil {
 		return false, fmt.Errorf("admin certificate: %w", err)
 	}
@@ -61,7 +62,7 @@ func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.C
 	return true, materialize.WriteFile(f.Cert, certPEM, 0o644)
 }
 
-func adminFilesValid(f AdminFiles, pool *x509.CertPool, td string, now time.Time) bool {
+func adminFilesValid(f AdminFiles, pool *x509.CertPool, revoked func(string) bool, td string, now time.Time) bool {
 	raw, err := os.ReadFile(f.Cert)
 	if err != nil {
 		return false
@@ -74,6 +75,9 @@ func adminFilesValid(f AdminFiles, pool *x509.CertPool, td string, now time.Time
 		return false
 	}
 	leaf := certs[0]
+	if revoked(pki.Serial(leaf.SerialNumber)) {
+		return false
+	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)

@@ -51,7 +51,7 @@ func (s *servingCert) renew(ctx context.Context) error {
 			tpl.DNSNames = append(tpl.DNSNames, n)
 		}
 	}
-	certPEM, _, err := s.auth.IssueLocal(ctx, identity.ControlPlaneID(s.auth.TrustDomain()), key.Public(), tpl)
+	certPEM, err := s.auth.IssueLocal(ctx, identity.ControlPlaneID(s.auth.TrustDomain()), key.Public(), tpl)
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}

@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 	admin := AdminFilesIn(cfg.DataDir)
 	refreshAdmin := func(ctx context.Context) error {
 		pool, bundle := view.TrustPool()
-		wrote, err := ensureAdminFiles(ctx, authority, pool, bundle, admin, cfg.AdminName, time.Now())
+		wrote, err := ensureAdminFiles(ctx, authority, pool, view.IsRevoked, bundle, admin, cfg.AdminName, time.Now())
 		if wrote {
 			log.Info("wrote admin credentials", "dir", admin.Dir)
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"os"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -17,6 +18,8 @@ import (
 	meshv1 "github.com/warden-sec/warden/gen/warden/mesh/v1"
 	policyv1 "github.com/warden-sec/warden/gen/warden/policy/v1"
 	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
+	"github.com/warden-sec/warden/services/internal/identity"
+	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/testutil/wardentest"
 )
 
@@ -143,4 +146,62 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestRevokedAdminRefusedAndReplaced revokes the bootstrap admin's certificate by serial, as an operator
+// whose admin.key leaked would: new connections with it are refused, and the next start writes a new one.
+func TestRevokedAdminRefusedAndReplaced(t *testing.T) {
+	dir := t.TempDir()
+	env := wardentest.Start(t, wardentest.Options{DataDir: dir})
+	certs, err := pki.ParseCertsPEM(mustRead(t, env.Admin.Cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := pki.Serial(certs[0].SerialNumber)
+	admin := certv1.NewCertServiceClient(env.AdminConn())
+	listed, err := admin.ListCertificates(t.Context(), &certv1.ListCertificatesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The serving certificate is recorded too, so it can be revoked the same way.
+	ids := map[string]string{}
+	for _, c := range listed.GetCertificates() {
+		ids[c.GetSpiffeId()] = c.GetSerial()
+	}
+	if ids[identity.AdminID(env.Config.TrustDomain, "admin").String()] != serial {
+		t.Fatalf("ListCertificates = %v, want the admin certificate %s", ids, serial)
+	}
+	if ids[identity.ControlPlaneID(env.Config.TrustDomain).String()] == "" {
+		t.Fatalf("ListCertificates = %v, want wardend's serving certificate", ids)
+	}
+	if _, err := admin.RevokeCertificate(t.Context(), &certv1.RevokeCertificateRequest{Serial: serial, Reason: certv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}); err != nil {
+		t.Fatal(err)
+	}
+	// The revocation reaches the replica's view through its etcd watch; until then a connection may
+	// still get through. A fresh connection each time, so no TLS session is resumed.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for {
+		conn := env.AdminConn()
+		_, err := adminv1.NewAdminServiceClient(conn).WhoAmI(ctx, &adminv1.WhoAmIRequest{})
+		_ = conn.Close()
+		if c := status.Code(err); c == codes.Unauthenticated || c == codes.Unavailable && ctx.Err() == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the revoked admin certificate is still accepted: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	env.Stop()
+
+	again := wardentest.Start(t, wardentest.Options{DataDir: dir})
+	replaced, err := pki.ParseCertsPEM(mustRead(t, again.Admin.Cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pki.Serial(replaced[0].SerialNumber) == serial {
+		t.Fatal("the revoked admin certificate was kept across a restart")
+	}
+	checkAdminWorks(t, again.AdminConn())
 }

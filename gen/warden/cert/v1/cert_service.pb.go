@@ -2213,7 +2213,8 @@ type Certificate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Serial number, lowercase hex.
 	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
-	// The node it was issued to.
+	// The node it was issued to; empty for wardend's own serving certificates and the bootstrap admin's
+	// client certificate (kind CERT_KIND_IDENTITY, told apart by spiffe_id).
 	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// The kind.
 	Kind CertKind `protobuf:"varint,3,opt,name=kind,proto3,enum=warden.cert.v1.CertKind" json:"kind,omitempty"`

@@ -148,7 +148,7 @@ func (e *Env) Mint(id identity.ID) *tls.Certificate {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	certPEM, _, err := e.Platform.Authority.IssueLocal(context.Background(), id, key.Public(), pki.Template{Lifetime: time.Hour, Server: true, Client: true, DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	certPEM, err := e.Platform.Authority.IssueLocal(context.Background(), id, key.Public(), pki.Template{Lifetime: time.Hour, Server: true, Client: true, DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		e.T.Fatal(err)
 	}
