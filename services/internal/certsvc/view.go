@@ -184,6 +184,9 @@ func (v *View) NodeVersion(id string) int64 { return v.nodes.Version(keyNode(id)
 // CAChanged returns a channel closed at the next change of the CA state (prepare, activate, retire).
 func (v *View) CAChanged() <-chan struct{} { return v.m.ChangedUnder(keyCAState) }
 
+// RevocationsChanged returns a channel closed at the next revocation (or pruning of one).
+func (v *View) RevocationsChanged() <-chan struct{} { return v.m.ChangedUnder(prefRevoked) }
+
 // IssuerID is the id (certificate fingerprint) of the CA that issues now; "" until the CA state is
 // loaded. A holder of a certificate from the active CA (wardend's serving certificate) can renew when it
 // changes, so that peers which dropped the previous root after a rotation still verify it.

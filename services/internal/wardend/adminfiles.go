@@ -1,6 +1,7 @@
 package wardend
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -31,15 +32,19 @@ func AdminFilesIn(dataDir string) AdminFiles {
 }
 
 // ensureAdminFiles writes the admin credentials unless valid ones exist: same trust domain, chaining to
-// the current trust bundle, not revoked, with more than a third of their life left. ca.crt is refreshed
-// every start (a CA rotation changes it). A revoked admin certificate (a copy leaked) is replaced at the
-// next start: whoever restarts wardend can read the data dir, and so the new key, anyway.
+// the current trust bundle, not revoked, with more than a third of their life left, and ca.crt when it
+// differs from the trust bundle (a CA rotation changes it). It runs at start-up and after every CA change
+// and revocation, so a revoked admin certificate (a copy leaked) is replaced at once: the new key is
+// where the old one was, readable only by whoever can read the data dir.
 func ensureAdminFiles(ctx context.Context, auth *certsvc.Authority, pool *x509.CertPool, revoked func(serial string) bool, bundle []byte, f AdminFiles, name string, now time.Time) (bool, error) {
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return false, fmt.Errorf("admin dir: %w", err)
 	}
-	if err := materialize.WriteFile(f.CA, bundle, 0o644); err != nil {
-		return false, err
+	// Compared first: a burst of revocations must not cost a disk sync each.
+	if cur, err := os.ReadFile(f.CA); err != nil || !bytes.Equal(cur, bundle) {
+		if err := materialize.WriteFile(f.CA, bundle, 0o644); err != nil {
+			return false, err
+		}
 	}
 	if adminFilesValid(f, pool, revoked, auth.TrustDomain(), now) {
 		return false, nil

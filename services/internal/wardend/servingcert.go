@@ -73,25 +73,39 @@ func (s *servingCert) renew(ctx context.Context) error {
 	return nil
 }
 
-// Run renews the certificate at two thirds of its life and whenever the issuing CA changes (after a CA
-// rotation's activation, agents that trust only the new root must still be able to verify wardend),
-// retrying every 30 s on failure. onCAChange runs after each CA change (the admin files follow it).
-func (s *servingCert) Run(ctx context.Context, view *certsvc.View, onCAChange func(context.Context)) error {
+// Run renews the certificate at two thirds of its life, whenever the issuing CA changes (after a CA
+// rotation's activation, agents that trust only the new root must still be able to verify wardend) and
+// as soon as the certificate is revoked (agents refuse a revoked server certificate at their next
+// handshake, so keeping it would lock them out until the renewal), retrying every 30 s on failure.
+// onChange runs after each CA change and each revocation: the admin files follow both.
+func (s *servingCert) Run(ctx context.Context, view *certsvc.View, onChange func(context.Context)) error {
 	issuer := view.IssuerID()
+	// Each channel is asked for again only once it fired (an unfired one stays registered with the
+	// mirror), and before the revocation check below, so that a revocation in between still wakes us.
+	caChanged, revoked := view.CAChanged(), view.RevocationsChanged()
 	for {
 		leaf := s.cur.Load().Leaf
-		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(max(wait, 0)):
-		case <-view.CAChanged():
-			onCAChange(ctx)
-			id := view.IssuerID()
-			if id == issuer {
+		if serial := pki.Serial(leaf.SerialNumber); view.IsRevoked(serial) {
+			s.log.Warn("wardend's serving certificate was revoked; replacing it", "serial", serial)
+		} else {
+			wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(max(wait, 0)):
+			case <-caChanged:
+				caChanged = view.CAChanged()
+				onChange(ctx)
+				id := view.IssuerID()
+				if id == issuer {
+					continue
+				}
+				issuer = id
+			case <-revoked:
+				revoked = view.RevocationsChanged()
+				onChange(ctx)
 				continue
 			}
-			issuer = id
 		}
 		if err := s.renew(ctx); err != nil {
 			s.log.Error("renewing wardend serving certificate failed; retrying in 30s", "err", err)

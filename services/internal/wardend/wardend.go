@@ -137,9 +137,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, builders []Builder, 
 	}
 	g.Go("serving certificate", func(ctx context.Context) error {
 		return serving.Run(ctx, view, func(ctx context.Context) {
-			// A CA rotation changes ca.crt and, once the old CA is retired, invalidates admin.crt.
+			// A CA rotation changes ca.crt and, once the old CA is retired, invalidates admin.crt; a
+			// revocation may name admin.crt.
 			if err := refreshAdmin(ctx); err != nil {
-				log.Error("refreshing admin credentials after a CA change", "err", err)
+				log.Error("refreshing admin credentials after a CA change or a revocation", "err", err)
 			}
 		})
 	})

@@ -149,59 +149,127 @@ func mustRead(t *testing.T, p string) []byte {
 }
 
 // TestRevokedAdminRefusedAndReplaced revokes the bootstrap admin's certificate by serial, as an operator
-// whose admin.key leaked would: new connections with it are refused, and the next start writes a new one.
+// whose admin.key leaked would: connections with it are refused, and wardend writes a new pair at once.
 func TestRevokedAdminRefusedAndReplaced(t *testing.T) {
 	dir := t.TempDir()
 	env := wardentest.Start(t, wardentest.Options{DataDir: dir})
-	certs, err := pki.ParseCertsPEM(mustRead(t, env.Admin.Cert))
+	serial := leafSerial(t, mustRead(t, env.Admin.Cert))
+	leaked, err := tls.LoadX509KeyPair(env.Admin.Cert, env.Admin.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial := pki.Serial(certs[0].SerialNumber)
 	admin := certv1.NewCertServiceClient(env.AdminConn())
-	listed, err := admin.ListCertificates(t.Context(), &certv1.ListCertificatesRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The serving certificate is recorded too, so it can be revoked the same way.
-	ids := map[string]string{}
-	for _, c := range listed.GetCertificates() {
-		ids[c.GetSpiffeId()] = c.GetSerial()
-	}
+	ids := recordedIdentities(t, admin)
 	if ids[identity.AdminID(env.Config.TrustDomain, "admin").String()] != serial {
 		t.Fatalf("ListCertificates = %v, want the admin certificate %s", ids, serial)
 	}
-	if ids[identity.ControlPlaneID(env.Config.TrustDomain).String()] == "" {
-		t.Fatalf("ListCertificates = %v, want wardend's serving certificate", ids)
-	}
-	if _, err := admin.RevokeCertificate(t.Context(), &certv1.RevokeCertificateRequest{Serial: serial, Reason: certv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}); err != nil {
-		t.Fatal(err)
-	}
+	revoke(t, admin, serial)
 	// The revocation reaches the replica's view through its etcd watch; until then a connection may
 	// still get through. A fresh connection each time, so no TLS session is resumed.
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for {
-		conn := env.AdminConn()
-		_, err := adminv1.NewAdminServiceClient(conn).WhoAmI(ctx, &adminv1.WhoAmIRequest{})
+	waitFor(t, "the revoked admin certificate to be refused", func() bool {
+		conn := env.Dial(&leaked)
+		_, err := adminv1.NewAdminServiceClient(conn).WhoAmI(t.Context(), &adminv1.WhoAmIRequest{})
 		_ = conn.Close()
-		if c := status.Code(err); c == codes.Unauthenticated || c == codes.Unavailable && ctx.Err() == nil {
-			break
+		c := status.Code(err)
+		return c == codes.Unauthenticated || c == codes.Unavailable
+	})
+	var replaced string
+	waitFor(t, "a new admin certificate in the data dir", func() bool {
+		b, err := os.ReadFile(env.Admin.Cert)
+		replaced = ""
+		if certs, perr := pki.ParseCertsPEM(b); err == nil && perr == nil {
+			replaced = pki.Serial(certs[0].SerialNumber)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("the revoked admin certificate is still accepted: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return replaced != "" && replaced != serial
+	})
+	checkAdminWorks(t, env.AdminConn())
 	env.Stop()
 
+	// The replacement is valid, so the next start keeps it.
 	again := wardentest.Start(t, wardentest.Options{DataDir: dir})
-	replaced, err := pki.ParseCertsPEM(mustRead(t, again.Admin.Cert))
+	if got := leafSerial(t, mustRead(t, again.Admin.Cert)); got != replaced {
+		t.Fatalf("after a restart admin.crt is %s, want the replacement %s", got, replaced)
+	}
+	checkAdminWorks(t, again.AdminConn())
+}
+
+// TestRevokedServingCertReplaced revokes wardend's own serving certificate: agents would refuse it at
+// their next handshake, so the replica must switch to a new one, signed by the same CA, at once.
+func TestRevokedServingCertReplaced(t *testing.T) {
+	env := wardentest.Start(t, wardentest.Options{})
+	admin := certv1.NewCertServiceClient(env.AdminConn())
+	cp := identity.ControlPlaneID(env.Config.TrustDomain).String()
+	serial := servedSerial(t, env)
+	if got := recordedIdentities(t, admin)[cp]; got != serial {
+		t.Fatalf("ListCertificates names serving certificate %q, wardend serves %s", got, serial)
+	}
+	revoke(t, admin, serial)
+	var now string
+	waitFor(t, "a new serving certificate", func() bool {
+		now = servedSerial(t, env)
+		return now != serial
+	})
+	if got := recordedIdentities(t, admin)[cp]; got != now {
+		t.Fatalf("ListCertificates names serving certificate %q, wardend serves %s", got, now)
+	}
+	checkAdminWorks(t, env.AdminConn())
+}
+
+// servedSerial is the serial of the certificate wardend presents, verified against the trust bundle.
+func servedSerial(t *testing.T, env *wardentest.Env) string {
+	t.Helper()
+	// No session cache: a full handshake, so the certificate is the one served now.
+	conn, err := tls.Dial("tcp", env.Addr, &tls.Config{RootCAs: env.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pki.Serial(replaced[0].SerialNumber) == serial {
-		t.Fatal("the revoked admin certificate was kept across a restart")
+	defer conn.Close()
+	return pki.Serial(conn.ConnectionState().PeerCertificates[0].SerialNumber)
+}
+
+// recordedIdentities maps the identities of ListCertificates to their newest serial.
+func recordedIdentities(t *testing.T, c certv1.CertServiceClient) map[string]string {
+	t.Helper()
+	listed, err := c.ListCertificates(t.Context(), &certv1.ListCertificatesRequest{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	checkAdminWorks(t, again.AdminConn())
+	ids := map[string]string{}
+	newest := map[string]time.Time{}
+	for _, cert := range listed.GetCertificates() {
+		id, nb := cert.GetSpiffeId(), cert.GetNotBefore().AsTime()
+		if cert.GetRevokedAt() != nil || nb.Before(newest[id]) {
+			continue
+		}
+		ids[id], newest[id] = cert.GetSerial(), nb
+	}
+	return ids
+}
+
+func revoke(t *testing.T, c certv1.CertServiceClient, serial string) {
+	t.Helper()
+	if _, err := c.RevokeCertificate(t.Context(), &certv1.RevokeCertificateRequest{Serial: serial, Reason: certv1.RevocationReason_REVOCATION_REASON_KEY_COMPROMISE}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func leafSerial(t *testing.T, pemBytes []byte) string {
+	t.Helper()
+	certs, err := pki.ParseCertsPEM(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki.Serial(certs[0].SerialNumber)
+}
+
+// waitFor polls cond for up to 10 s: a revocation reaches a replica through its etcd watch.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
