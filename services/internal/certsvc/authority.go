@@ -1,7 +1,6 @@
 package certsvc
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -208,27 +207,13 @@ func (a *Authority) IssueLocal(ctx context.Context, id identity.ID, pub crypto.P
 	if err != nil {
 		return nil, fmt.Errorf("issue %s: %w", id, err)
 	}
-	chain := append([]*x509.Certificate{cert}, ca.Chain...)
-	if ca.Cert != nil && len(ca.Chain) == 0 && !isSelfSigned(ca.Cert) {
-		chain = append(chain, ca.Cert)
-	}
-	if len(ca.Chain) > 0 {
-		chain = append([]*x509.Certificate{cert, ca.Cert}, ca.Chain[:len(ca.Chain)-1]...)
-	}
-	certPEM := pki.EncodeCertsPEM(chain...)
+	certPEM := pki.EncodeCertsPEM(ca.ChainOf(cert)...)
 	// A certificate without its record could not be revoked, so a failed write fails the issuance.
 	r := recordOf(cert, certPEM, "", kindIdentity, id, rec.ID, kt, pubID)
 	if _, err := a.st.Put(ctx, keyCert(r.Serial), encode(r), store.Any()); err != nil {
 		return nil, fmt.Errorf("record certificate %s of %s: %w", r.Serial, id, err)
 	}
 	return certPEM, nil
-}
-
-// isSelfSigned tells a root from an intermediate by its names and key ids, without verifying the
-// signature: it runs on every issuance, and the certificate came from the CA state, not from a caller.
-func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) &&
-		(len(c.AuthorityKeyId) == 0 || bytes.Equal(c.AuthorityKeyId, c.SubjectKeyId))
 }
 
 // CheckTrustDomain refuses to start with a --trust-domain other than the one the CA was created for:

@@ -1,6 +1,7 @@
 package certsvc
 
 import (
+	"crypto"
 	"crypto/x509"
 	"strings"
 	"sync"
@@ -9,8 +10,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
+	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/pki"
 	"github.com/warden-sec/warden/services/internal/testutil/pkitest"
 )
@@ -270,5 +273,68 @@ func TestStagedRotationLiveConnection(t *testing.T) {
 	}
 	if calls.Load() < 10 {
 		t.Fatalf("only %d calls ran during the rotation", calls.Load())
+	}
+}
+
+// TestChainsUnderTwoIntermediates activates an issuing CA two levels below the operator's root (root →
+// policy CA → issuing CA): a node's certificate and wardend's own must both carry every intermediate,
+// since peers hold only the root.
+func TestChainsUnderTwoIntermediates(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	admin := e.adminClient()
+	upload := func(issuing, policy, root *x509.Certificate, key crypto.Signer) (*certv1.PrepareCAResponse, error) {
+		return admin.PrepareCA(ctx, &certv1.PrepareCARequest{Upload: &certv1.UploadedCA{
+			CertPem: string(pki.EncodeCertsPEM(issuing)), KeyPem: pkitest.KeyPEM(t, key), ChainPem: string(pki.EncodeCertsPEM(policy, root)),
+		}})
+	}
+	// A root that allows one CA below it cannot have an issuing CA two levels down: refused, since
+	// nothing that CA signed would verify.
+	tightRoot, tightKey := pkitest.CA(t, "Operator Root, pathlen 1", pki.KeyECDSAP384, nil, nil)
+	tightPolicy, tightPolicyKey := pkitest.CAPathLen(t, "Operator Policy CA", pki.KeyECDSAP256, tightRoot, tightKey, -1)
+	tightIssuing, tightIssuingKey := pkitest.CA(t, "Operator Warden Issuing CA", pki.KeyECDSAP256, tightPolicy, tightPolicyKey)
+	_, err := upload(tightIssuing, tightPolicy, tightRoot, tightIssuingKey)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "chain_pem") || !strings.Contains(st.Message(), "pathLenConstraint") {
+		t.Fatalf("PrepareCA under a too tight path length = %v, want InvalidArgument naming chain_pem", err)
+	}
+
+	root, rootKey := pkitest.CAPathLen(t, "Operator Root", pki.KeyECDSAP384, nil, nil, 2)
+	policy, policyKey := pkitest.CAPathLen(t, "Operator Policy CA", pki.KeyECDSAP256, root, rootKey, 1)
+	issuing, issuingKey := pkitest.CA(t, "Operator Warden Issuing CA", pki.KeyECDSAP256, policy, policyKey)
+	// With a node registered, PrepareCA waits for ActivateCA, as in production.
+	e.createNode("core-1", certv1.NodeRole_NODE_ROLE_COREAPP, "core-1.example.com")
+	prep, err := upload(issuing, policy, root, issuingKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ActivateCA(ctx, &certv1.ActivateCARequest{ExpectedVersion: prep.GetVersion()}); err != nil {
+		t.Fatal(err)
+	}
+	only := x509.NewCertPool()
+	only.AddCert(root)
+
+	_, csr := newCSR(t, pki.DefaultKeyType, "core-1")
+	issued, err := admin.IssueCertificate(ctx, &certv1.IssueCertificateRequest{NodeId: "core-1", Kind: certv1.CertKind_CERT_KIND_COREAPP_COMMUNICATION, CsrPem: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.GenerateKey(pki.DefaultKeyType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := e.auth.IssueLocal(ctx, identity.ControlPlaneID(testTD), key.Public(), pki.Template{Lifetime: time.Hour, Server: true, DNSNames: []string{"localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pemText := range map[string]string{"node": issued.GetCertificate().GetCertificatePem(), "local": string(local)} {
+		t.Run(name, func(t *testing.T) {
+			leaf := verifyChain(t, pemText, only, x509.ExtKeyUsageServerAuth)
+			if err := leaf.CheckSignatureFrom(issuing); err != nil {
+				t.Fatalf("not signed by the issuing CA: %v", err)
+			}
+			if certs, _ := pki.ParseCertsPEM([]byte(pemText)); len(certs) != 3 {
+				t.Fatalf("chain of %d certificates, want leaf, issuing CA and policy CA (the root stays out)", len(certs))
+			}
+		})
 	}
 }

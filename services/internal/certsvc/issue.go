@@ -224,11 +224,7 @@ func (s *Service) prepareIssue(ctx context.Context, n nodeRecord, nodeRev int64,
 	if err != nil {
 		return issuance{}, err
 	}
-	chain := []*x509.Certificate{cert}
-	if !isSelfSigned(in.ca.Cert) {
-		chain = append(append(chain, in.ca.Cert), in.ca.Chain...)
-	}
-	rec := recordOf(cert, pki.EncodeCertsPEM(chain...), n.ID, kind, tpl.ID, in.caRec.ID, kt, pubID)
+	rec := recordOf(cert, pki.EncodeCertsPEM(in.ca.ChainOf(cert)...), n.ID, kind, tpl.ID, in.caRec.ID, kt, pubID)
 	return issuance{
 		rec: rec,
 		ops: []store.Op{

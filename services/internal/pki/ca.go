@@ -36,6 +36,18 @@ type CA struct {
 	Roots []*x509.Certificate
 }
 
+// ChainOf is leaf, issued by ca, with what a peer that holds only the root needs to verify it: the
+// issuing CA and the intermediates above it, nearest first. Roots are left out (peers ignore a sent
+// root), so a leaf of a root CA goes alone.
+func (ca *CA) ChainOf(leaf *x509.Certificate) []*x509.Certificate {
+	for _, r := range ca.Roots {
+		if r.Equal(ca.Cert) {
+			return []*x509.Certificate{leaf}
+		}
+	}
+	return append([]*x509.Certificate{leaf, ca.Cert}, ca.Chain...)
+}
+
 // NewRootCA creates a self-signed ECDSA P-256 root for trustDomain, valid
 // from now (less clock skew) for validity. MaxPathLen 1 leaves room for an
 // intermediate should the root later be kept offline.
@@ -148,6 +160,13 @@ func LoadUploadedCA(certPEM, keyPEM, chainPEM []byte, now time.Time) (*CA, error
 		return nil, invalidErr("chain_pem", err, "CA certificate does not verify to the root %q", root.Subject.String())
 	}
 	path := paths[0]
+	// The CA certificate verifies, but a leaf below it adds one more certificate under every CA above
+	// it, which a path length constraint may forbid: everything Warden issued would then fail to verify.
+	for below, c := range path[1:] {
+		if limit := c.MaxPathLen; (limit > 0 || c.MaxPathLenZero) && below+1 > limit {
+			return nil, invalidf("chain_pem", "%q allows %d CA certificates below it (pathLenConstraint) and this CA is number %d, so the certificates it issued would not verify", c.Subject.String(), limit, below+1)
+		}
+	}
 	return &CA{
 		Cert:   cert,
 		Signer: key,

@@ -73,6 +73,8 @@ type certSpec struct {
 	notBefore time.Time
 	notAfter  time.Time
 	key       crypto.Signer
+	// pathLen is the CA's pathLenConstraint (nil: none).
+	pathLen *int
 	// parent and parentKey sign the certificate; nil means self-signed.
 	parent    *x509.Certificate
 	parentKey crypto.Signer
@@ -110,6 +112,9 @@ func makeCert(t testing.TB, s certSpec) (*x509.Certificate, crypto.Signer) {
 		IsCA:                  s.ca,
 		DNSNames:              s.dns,
 		IPAddresses:           s.ips,
+	}
+	if s.pathLen != nil {
+		tmpl.MaxPathLen, tmpl.MaxPathLenZero = *s.pathLen, *s.pathLen == 0
 	}
 	parent, parentKey := tmpl, s.key
 	if s.parent != nil {

@@ -104,6 +104,13 @@ func TestLoadUploadedCARejects(t *testing.T) {
 	noSign, noSignKey := makeCert(t, certSpec{cn: "No CertSign", ca: true, keyUsage: x509.KeyUsageDigitalSignature})
 	expiredRoot, expiredRootKey := makeCert(t, certSpec{cn: "Old Root", ca: true, notBefore: testNow.Add(-48 * time.Hour), notAfter: testNow.Add(-time.Hour)})
 	underExpired, underExpiredKey := makeCert(t, certSpec{cn: "Under Old Root", ca: true, parent: expiredRoot, parentKey: expiredRootKey})
+	// Path length constraints that leave no room for the leaves the uploaded CA would issue.
+	zeroRoot, zeroRootKey := makeCert(t, certSpec{cn: "Root", ca: true})
+	zero, zeroKey := makeCert(t, certSpec{cn: "Policy CA, pathlen 0", ca: true, pathLen: new(0), parent: zeroRoot, parentKey: zeroRootKey})
+	underZero, underZeroKey := makeCert(t, certSpec{cn: "Issuing CA under pathlen 0", ca: true, parent: zero, parentKey: zeroKey})
+	oneRoot, oneRootKey := makeCert(t, certSpec{cn: "Root, pathlen 1", ca: true, pathLen: new(1)})
+	oneInter, oneInterKey := makeCert(t, certSpec{cn: "Policy CA under pathlen 1", ca: true, parent: oneRoot, parentKey: oneRootKey})
+	underOne, underOneKey := makeCert(t, certSpec{cn: "Issuing CA two below pathlen 1", ca: true, parent: oneInter, parentKey: oneInterKey})
 
 	tests := []struct {
 		name             string
@@ -122,6 +129,8 @@ func TestLoadUploadedCARejects(t *testing.T) {
 		{"two roots in chain", p.issuingCertPEM, p.issuingKeyPEM, EncodeCertsPEM(p.root, otherRoot, p.policy), "chain_pem", "more than one self-signed root"},
 		{"expired root", EncodeCertsPEM(underExpired), mustKeyPEM(t, underExpiredKey), EncodeCertsPEM(expiredRoot), "chain_pem", "does not verify"},
 		{"chain given for a root", p.rootPEM, p.rootKeyPEM, p.rootPEM, "chain_pem", "must be empty"},
+		{"policy CA allows no CA below it", EncodeCertsPEM(underZero), mustKeyPEM(t, underZeroKey), EncodeCertsPEM(zeroRoot, zero), "chain_pem", "allows 0 CA certificates below it"},
+		{"root allows one level only", EncodeCertsPEM(underOne), mustKeyPEM(t, underOneKey), EncodeCertsPEM(oneRoot, oneInter), "chain_pem", "allows 1 CA certificates below it"},
 		{"chain in cert_pem", append(p.issuingCertPEM, p.chainPEM...), p.issuingKeyPEM, nil, "cert_pem", "holds 3 certificates"},
 		{"garbage cert", []byte("garbage"), p.rootKeyPEM, nil, "cert_pem", "unexpected data"},
 		{"garbage key", p.rootPEM, []byte("garbage"), nil, "key_pem", "unexpected data"},

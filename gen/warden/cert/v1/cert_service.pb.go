@@ -678,6 +678,8 @@ type UploadedCA struct {
 	// Its private key, PEM (PKCS#8, SEC1 or PKCS#1). Sealed at rest; never returned.
 	KeyPem string `protobuf:"bytes,2,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
 	// For an intermediate: the chain up to and including the offline root, PEM. Empty for a root.
+	// Refused (InvalidArgument) when a path length constraint above the intermediate leaves no room for
+	// the certificates it would issue, or when the chain does not verify.
 	ChainPem      string `protobuf:"bytes,3,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -14,8 +14,19 @@ import (
 	"github.com/warden-sec/warden/services/internal/pki"
 )
 
-// CA makes a CA certificate signed by parent (self-signed when parent is nil).
+// CA makes a CA certificate signed by parent (self-signed when parent is nil): a root allows one CA
+// below it, an intermediate none.
 func CA(t testing.TB, cn string, kt pki.KeyType, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	pathLen := 0
+	if parent == nil {
+		pathLen = 1
+	}
+	return CAPathLen(t, cn, kt, parent, parentKey, pathLen)
+}
+
+// CAPathLen is CA with the given pathLenConstraint (-1: none).
+func CAPathLen(t testing.TB, cn string, kt pki.KeyType, parent *x509.Certificate, parentKey crypto.Signer, pathLen int) (*x509.Certificate, crypto.Signer) {
 	t.Helper()
 	key, err := pki.GenerateKey(kt)
 	if err != nil {
@@ -29,12 +40,11 @@ func CA(t testing.TB, cn string, kt pki.KeyType, parent *x509.Certificate, paren
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+		MaxPathLen:            pathLen,
+		MaxPathLenZero:        pathLen == 0,
 	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
-		tmpl.MaxPathLen = 1
-	} else {
-		tmpl.MaxPathLenZero = true
 	}
 	return create(t, tmpl, parent, key.Public(), parentKey), key
 }
