@@ -20,6 +20,7 @@ import (
 	secretv1 "github.com/warden-sec/warden/gen/warden/secret/v1"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/pki"
+	"github.com/warden-sec/warden/services/internal/testutil/etcdtest"
 	"github.com/warden-sec/warden/services/internal/testutil/wardentest"
 )
 
@@ -148,6 +149,9 @@ func mustRead(t *testing.T, p string) []byte {
 	return b
 }
 
+// revocationBound is how long a revocation may take to reach the replica through its etcd watch.
+const revocationBound = 10 * time.Second
+
 // TestRevokedAdminRefusedAndReplaced revokes the bootstrap admin's certificate by serial, as an operator
 // whose admin.key leaked would: connections with it are refused, and wardend writes a new pair at once.
 func TestRevokedAdminRefusedAndReplaced(t *testing.T) {
@@ -166,22 +170,19 @@ func TestRevokedAdminRefusedAndReplaced(t *testing.T) {
 	revoke(t, admin, serial)
 	// The revocation reaches the replica's view through its etcd watch; until then a connection may
 	// still get through. A fresh connection each time, so no TLS session is resumed.
-	waitFor(t, "the revoked admin certificate to be refused", func() bool {
+	etcdtest.Eventually(t, revocationBound, func() bool {
 		conn := env.Dial(&leaked)
 		_, err := adminv1.NewAdminServiceClient(conn).WhoAmI(t.Context(), &adminv1.WhoAmIRequest{})
 		_ = conn.Close()
 		c := status.Code(err)
 		return c == codes.Unauthenticated || c == codes.Unavailable
-	})
+	}, "the revoked admin certificate to be refused")
+	// admin.crt is replaced by a rename, so every read sees a whole certificate.
 	var replaced string
-	waitFor(t, "a new admin certificate in the data dir", func() bool {
-		b, err := os.ReadFile(env.Admin.Cert)
-		replaced = ""
-		if certs, perr := pki.ParseCertsPEM(b); err == nil && perr == nil {
-			replaced = pki.Serial(certs[0].SerialNumber)
-		}
-		return replaced != "" && replaced != serial
-	})
+	etcdtest.Eventually(t, revocationBound, func() bool {
+		replaced = leafSerial(t, mustRead(t, env.Admin.Cert))
+		return replaced != serial
+	}, "a new admin certificate in the data dir")
 	checkAdminWorks(t, env.AdminConn())
 	env.Stop()
 
@@ -205,10 +206,10 @@ func TestRevokedServingCertReplaced(t *testing.T) {
 	}
 	revoke(t, admin, serial)
 	var now string
-	waitFor(t, "a new serving certificate", func() bool {
+	etcdtest.Eventually(t, revocationBound, func() bool {
 		now = servedSerial(t, env)
 		return now != serial
-	})
+	}, "a new serving certificate")
 	if got := recordedIdentities(t, admin)[cp]; got != now {
 		t.Fatalf("ListCertificates names serving certificate %q, wardend serves %s", got, now)
 	}
@@ -260,16 +261,4 @@ func leafSerial(t *testing.T, pemBytes []byte) string {
 		t.Fatal(err)
 	}
 	return pki.Serial(certs[0].SerialNumber)
-}
-
-// waitFor polls cond for up to 10 s: a revocation reaches a replica through its etcd watch.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
