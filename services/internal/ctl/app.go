@@ -148,43 +148,55 @@ func (a *App) rpcCtx(ctx context.Context) (context.Context, context.CancelFunc) 
 }
 
 func (a *App) certClient() (certv1.CertServiceClient, error) {
-	c, err := a.dial()
-	if err != nil {
-		return nil, err
-	}
-	return certv1.NewCertServiceClient(c), nil
+	return client(a, certv1.NewCertServiceClient)
 }
 
 func (a *App) secretClient() (secretv1.SecretServiceClient, error) {
-	c, err := a.dial()
-	if err != nil {
-		return nil, err
-	}
-	return secretv1.NewSecretServiceClient(c), nil
+	return client(a, secretv1.NewSecretServiceClient)
 }
 
 func (a *App) policyClient() (policyv1.PolicyServiceClient, error) {
-	c, err := a.dial()
-	if err != nil {
-		return nil, err
-	}
-	return policyv1.NewPolicyServiceClient(c), nil
+	return client(a, policyv1.NewPolicyServiceClient)
 }
 
 func (a *App) meshClient() (meshv1.MeshServiceClient, error) {
-	c, err := a.dial()
-	if err != nil {
-		return nil, err
-	}
-	return meshv1.NewMeshServiceClient(c), nil
+	return client(a, meshv1.NewMeshServiceClient)
 }
 
 func (a *App) adminClient() (adminv1.AdminServiceClient, error) {
-	c, err := a.dial()
+	return client(a, adminv1.NewAdminServiceClient)
+}
+
+// client builds a generated client over the invocation's connection.
+func client[C any](a *App, newClient func(grpc.ClientConnInterface) C) (C, error) {
+	conn, err := a.dial()
 	if err != nil {
-		return nil, err
+		var zero C
+		return zero, err
 	}
-	return adminv1.NewAdminServiceClient(c), nil
+	return newClient(conn), nil
+}
+
+// method is a unary method of a generated client, taken as a method expression
+// (certv1.CertServiceClient.GetNode), so that the client is made only when the command runs.
+type method[C, Req, Resp any] func(C, context.Context, Req, ...grpc.CallOption) (Resp, error)
+
+// callAndEmit is the whole of most commands: one call, then its answer printed (render for a table,
+// the message itself for JSON and YAML).
+func callAndEmit[C, Req any, Resp proto.Message](ctx context.Context, a *App, client func() (C, error),
+	what string, m method[C, Req, Resp], req Req, render func(io.Writer, Resp) error,
+) error {
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, a, what, func(ctx context.Context, req Req, opts ...grpc.CallOption) (Resp, error) {
+		return m(c, ctx, req, opts...)
+	}, req)
+	if err != nil {
+		return err
+	}
+	return a.emit(resp, func(w io.Writer) error { return render(w, resp) })
 }
 
 // call runs one unary RPC under --timeout and names it in the error.

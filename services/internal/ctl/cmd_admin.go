@@ -107,22 +107,16 @@ Later commands send it as "authorization: Bearer <token>".`,
 			if err != nil {
 				return err
 			}
-			c, err := a.adminClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "login", c.Login, &adminv1.LoginRequest{Username: args[0], Password: pw})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				a.progress("logged in as %s (%s); the token expires %s", args[0], enumName(resp.GetRole().String(), "USER_ROLE_"), fmtTime(resp.GetExpiresAt(), a.Now()))
-				if resp.GetMustChangePassword() {
-					a.progress("the password must be changed first: WARDEN_TOKEN=<token> wardenctl user passwd %s", args[0])
-				}
-				_, err := fmt.Fprintln(w, resp.GetToken())
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.adminClient, "login", adminv1.AdminServiceClient.Login,
+				&adminv1.LoginRequest{Username: args[0], Password: pw},
+				func(w io.Writer, resp *adminv1.LoginResponse) error {
+					a.progress("logged in as %s (%s); the token expires %s", args[0], enumName(resp.GetRole().String(), "USER_ROLE_"), fmtTime(resp.GetExpiresAt(), a.Now()))
+					if resp.GetMustChangePassword() {
+						a.progress("the password must be changed first: WARDEN_TOKEN=<token> wardenctl user passwd %s", args[0])
+					}
+					_, err := fmt.Fprintln(w, resp.GetToken())
+					return err
+				})
 		},
 	}
 	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from the first line of stdin")
@@ -160,15 +154,8 @@ func (a *App) whoamiCmd() *cobra.Command {
 		Short: "Show the identity and role wardend sees",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.adminClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "whoami", c.WhoAmI, &adminv1.WhoAmIRequest{})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderWhoAmI(w, resp) })
+			return callAndEmit(cmd.Context(), a, a.adminClient, "whoami", adminv1.AdminServiceClient.WhoAmI, &adminv1.WhoAmIRequest{},
+				func(w io.Writer, resp *adminv1.WhoAmIResponse) error { return renderWhoAmI(w, resp) })
 		},
 	}
 }
@@ -198,15 +185,11 @@ func (a *App) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.adminClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "create user", c.CreateUser, &adminv1.CreateUserRequest{Username: args[0], Role: r, InitialPassword: pw})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderUsers(w, []*adminv1.User{resp.GetUser()}, a.Now()) })
+			return callAndEmit(cmd.Context(), a, a.adminClient, "create user", adminv1.AdminServiceClient.CreateUser,
+				&adminv1.CreateUserRequest{Username: args[0], Role: r, InitialPassword: pw},
+				func(w io.Writer, resp *adminv1.CreateUserResponse) error {
+					return renderUsers(w, []*adminv1.User{resp.GetUser()}, a.Now())
+				})
 		},
 	}
 	add.Flags().StringVar(&role, "role", "", "admin or auditor (required)")
@@ -241,18 +224,12 @@ func (a *App) userCmd() *cobra.Command {
 		Short:   "Remove an operator and revoke its tokens",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.adminClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "delete user", c.DeleteUser, &adminv1.DeleteUserRequest{Username: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "User %s removed.\n", args[0])
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.adminClient, "delete user", adminv1.AdminServiceClient.DeleteUser,
+				&adminv1.DeleteUserRequest{Username: args[0]},
+				func(w io.Writer, resp *adminv1.DeleteUserResponse) error {
+					_, err := fmt.Fprintf(w, "User %s removed.\n", args[0])
+					return err
+				})
 		},
 	}
 
@@ -278,18 +255,11 @@ from stdin, one per line: current then new (just the new one with --reset).`,
 				return err
 			}
 			req.NewPassword = pw
-			c, err := a.adminClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "change password", c.ChangePassword, req)
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "Password of %s changed; its other tokens are revoked.\n", args[0])
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.adminClient, "change password", adminv1.AdminServiceClient.ChangePassword, req,
+				func(w io.Writer, resp *adminv1.ChangePasswordResponse) error {
+					_, err := fmt.Fprintf(w, "Password of %s changed; its other tokens are revoked.\n", args[0])
+					return err
+				})
 		},
 	}
 	passwd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the passwords from stdin, one per line")
@@ -300,18 +270,12 @@ from stdin, one per line: current then new (just the new one with --reset).`,
 		Short: "Revoke every token of a user",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.adminClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "revoke tokens", c.RevokeTokens, &adminv1.RevokeTokensRequest{Username: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "%d token(s) of %s revoked.\n", resp.GetRevoked(), args[0])
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.adminClient, "revoke tokens", adminv1.AdminServiceClient.RevokeTokens,
+				&adminv1.RevokeTokensRequest{Username: args[0]},
+				func(w io.Writer, resp *adminv1.RevokeTokensResponse) error {
+					_, err := fmt.Fprintf(w, "%d token(s) of %s revoked.\n", resp.GetRevoked(), args[0])
+					return err
+				})
 		},
 	}
 	cmd.AddCommand(add, list, remove, passwd, revoke)

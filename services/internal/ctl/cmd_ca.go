@@ -53,15 +53,8 @@ func (a *App) caStatusCmd() *cobra.Command {
 		Short: "Show the rotation phase and the nodes that lag behind it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "get CA status", c.GetCAStatus, &certv1.GetCAStatusRequest{})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderCAStatus(w, resp, a.Now()) })
+			return callAndEmit(cmd.Context(), a, a.certClient, "get CA status", certv1.CertServiceClient.GetCAStatus, &certv1.GetCAStatusRequest{},
+				func(w io.Writer, resp *certv1.GetCAStatusResponse) error { return renderCAStatus(w, resp, a.Now()) })
 		},
 	}
 }

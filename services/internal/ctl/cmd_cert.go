@@ -124,21 +124,15 @@ func (a *App) certIssueCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "issue certificate", c.IssueCertificate, &certv1.IssueCertificateRequest{NodeId: node, Kind: k, CsrPem: string(csrPEM)})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				cert := resp.GetCertificate()
-				a.progress("issued %s certificate %s for %s, valid until %s; renew after %s",
-					enumName(cert.GetKind().String(), "CERT_KIND_"), cert.GetSerial(), cert.GetNodeId(), fmtTime(cert.GetNotAfter(), a.Now()), fmtTime(resp.GetRenewAfter(), a.Now()))
-				_, err := io.WriteString(w, cert.GetCertificatePem())
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.certClient, "issue certificate", certv1.CertServiceClient.IssueCertificate,
+				&certv1.IssueCertificateRequest{NodeId: node, Kind: k, CsrPem: string(csrPEM)},
+				func(w io.Writer, resp *certv1.IssueCertificateResponse) error {
+					cert := resp.GetCertificate()
+					a.progress("issued %s certificate %s for %s, valid until %s; renew after %s",
+						enumName(cert.GetKind().String(), "CERT_KIND_"), cert.GetSerial(), cert.GetNodeId(), fmtTime(cert.GetNotAfter(), a.Now()), fmtTime(resp.GetRenewAfter(), a.Now()))
+					_, err := io.WriteString(w, cert.GetCertificatePem())
+					return err
+				})
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "the node (required)")
@@ -165,21 +159,14 @@ func (a *App) certRevokeCmd() *cobra.Command {
 				}
 				req.Reason = certv1.RevocationReason(r)
 			}
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "revoke certificate", c.RevokeCertificate, req)
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				if err := renderCertificate(w, resp.GetCertificate(), a.Now()); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "Listed in CRL number %d.\n", resp.GetCrlNumber())
-				return nil
-			})
+			return callAndEmit(cmd.Context(), a, a.certClient, "revoke certificate", certv1.CertServiceClient.RevokeCertificate, req,
+				func(w io.Writer, resp *certv1.RevokeCertificateResponse) error {
+					if err := renderCertificate(w, resp.GetCertificate(), a.Now()); err != nil {
+						return err
+					}
+					fmt.Fprintf(w, "Listed in CRL number %d.\n", resp.GetCrlNumber())
+					return nil
+				})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "key-compromise, ca-compromise, affiliation-changed, superseded or cessation-of-operation")
@@ -192,19 +179,12 @@ func (a *App) certCRLCmd() *cobra.Command {
 		Short: "Print the current CRL (PEM)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "get CRL", c.GetCRL, &certv1.GetCRLRequest{})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				a.progress("CRL number %d, signed %s, next update %s", resp.GetNumber(), fmtTime(resp.GetThisUpdate(), a.Now()), fmtTime(resp.GetNextUpdate(), a.Now()))
-				_, err := io.WriteString(w, resp.GetCrlPem())
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.certClient, "get CRL", certv1.CertServiceClient.GetCRL, &certv1.GetCRLRequest{},
+				func(w io.Writer, resp *certv1.GetCRLResponse) error {
+					a.progress("CRL number %d, signed %s, next update %s", resp.GetNumber(), fmtTime(resp.GetThisUpdate(), a.Now()), fmtTime(resp.GetNextUpdate(), a.Now()))
+					_, err := io.WriteString(w, resp.GetCrlPem())
+					return err
+				})
 		},
 	}
 }
@@ -405,18 +385,12 @@ func (a *App) webhookCACmd() *cobra.Command {
 		Short:   "Remove an entry of the webhook CA bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "delete webhook CA", c.DeleteWebhookCA, &certv1.DeleteWebhookCARequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				fmt.Fprintf(w, "Removed webhook CA %s.\n", args[0])
-				return nil
-			})
+			return callAndEmit(cmd.Context(), a, a.certClient, "delete webhook CA", certv1.CertServiceClient.DeleteWebhookCA,
+				&certv1.DeleteWebhookCARequest{Name: args[0]},
+				func(w io.Writer, resp *certv1.DeleteWebhookCAResponse) error {
+					fmt.Fprintf(w, "Removed webhook CA %s.\n", args[0])
+					return nil
+				})
 		},
 	}
 	cmd.AddCommand(add, list, remove)
@@ -504,22 +478,16 @@ func (a *App) dbCACmd() *cobra.Command {
 		Short: "Print the database CA bundle (PEM)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "get database CA", c.GetDatabaseCA, &certv1.GetDatabaseCARequest{})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				if resp.GetBundlePem() == "" {
-					a.progress("no database CA bundle is set")
-					return nil
-				}
-				_, err := io.WriteString(w, resp.GetBundlePem())
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.certClient, "get database CA", certv1.CertServiceClient.GetDatabaseCA,
+				&certv1.GetDatabaseCARequest{},
+				func(w io.Writer, resp *certv1.GetDatabaseCAResponse) error {
+					if resp.GetBundlePem() == "" {
+						a.progress("no database CA bundle is set")
+						return nil
+					}
+					_, err := io.WriteString(w, resp.GetBundlePem())
+					return err
+				})
 		},
 	}
 	cmd.AddCommand(set, show)

@@ -25,15 +25,9 @@ func (a *App) meshStatusCmd() *cobra.Command {
 		Short: "Show members, who sees whom, partitions, the master and warnings",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.meshClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "get mesh status", c.GetMeshStatus, &meshv1.GetMeshStatusRequest{})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderMeshStatus(w, resp, a.Now()) })
+			return callAndEmit(cmd.Context(), a, a.meshClient, "get mesh status", meshv1.MeshServiceClient.GetMeshStatus,
+				&meshv1.GetMeshStatusRequest{},
+				func(w io.Writer, resp *meshv1.GetMeshStatusResponse) error { return renderMeshStatus(w, resp, a.Now()) })
 		},
 	}
 }

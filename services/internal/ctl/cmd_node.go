@@ -172,15 +172,8 @@ func (a *App) nodeShowCmd() *cobra.Command {
 		Short: "Show one node",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "get node", c.GetNode, &certv1.GetNodeRequest{NodeId: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderNode(w, resp.GetNode(), a.Now()) })
+			return callAndEmit(cmd.Context(), a, a.certClient, "get node", certv1.CertServiceClient.GetNode, &certv1.GetNodeRequest{NodeId: args[0]},
+				func(w io.Writer, resp *certv1.GetNodeResponse) error { return renderNode(w, resp.GetNode(), a.Now()) })
 		},
 	}
 }
@@ -208,21 +201,15 @@ func (a *App) nodeRemoveCmd() *cobra.Command {
 		Short:   "Decommission a node: revoke its certificates and invalidate its join tokens",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.certClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "decommission node", c.DecommissionNode, &certv1.DecommissionNodeRequest{NodeId: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				fmt.Fprintf(w, "Node %s removed; %d certificate(s) revoked.\n", args[0], len(resp.GetRevokedSerials()))
-				for _, s := range resp.GetRevokedSerials() {
-					fmt.Fprintf(w, "  %s\n", s)
-				}
-				return nil
-			})
+			return callAndEmit(cmd.Context(), a, a.certClient, "decommission node", certv1.CertServiceClient.DecommissionNode,
+				&certv1.DecommissionNodeRequest{NodeId: args[0], Reason: reason},
+				func(w io.Writer, resp *certv1.DecommissionNodeResponse) error {
+					fmt.Fprintf(w, "Node %s removed; %d certificate(s) revoked.\n", args[0], len(resp.GetRevokedSerials()))
+					for _, s := range resp.GetRevokedSerials() {
+						fmt.Fprintf(w, "  %s\n", s)
+					}
+					return nil
+				})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")

@@ -122,15 +122,11 @@ func (a *App) policyGetCmd() *cobra.Command {
 		Short: "Print the policy document (YAML; -o json|yaml prints the whole version with its metadata)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.policyClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "get policy", c.GetPolicy, &policyv1.GetPolicyRequest{Number: number})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderPolicyDocument(w, resp.GetPolicy(), a.Now()) })
+			return callAndEmit(cmd.Context(), a, a.policyClient, "get policy", policyv1.PolicyServiceClient.GetPolicy,
+				&policyv1.GetPolicyRequest{Number: number},
+				func(w io.Writer, resp *policyv1.GetPolicyResponse) error {
+					return renderPolicyDocument(w, resp.GetPolicy(), a.Now())
+				})
 		},
 	}
 	cmd.Flags().Uint64Var(&number, "version", 0, "version number (default: the current one)")
@@ -399,15 +395,8 @@ func (a *App) policyDiffCmd() *cobra.Command {
 				}
 				*nums[i] = n
 			}
-			c, err := a.policyClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "diff policy", c.DiffPolicy, req)
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderDiff(w, resp) })
+			return callAndEmit(cmd.Context(), a, a.policyClient, "diff policy", policyv1.PolicyServiceClient.DiffPolicy, req,
+				func(w io.Writer, resp *policyv1.DiffPolicyResponse) error { return renderDiff(w, resp) })
 		},
 	}
 }
@@ -611,29 +600,23 @@ func (a *App) policyImportDBCmd() *cobra.Command {
 		Short: "Convert a WA_DB_CONNECTION_OPTION value into DB SSL settings (prints YAML for the policy)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.policyClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "import DB connection option", c.ImportDBConnectionOption, &policyv1.ImportDBConnectionOptionRequest{Value: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				j, err := marshalJSON(&policyv1.PolicySettings{DbSsl: resp.GetDbSsl()})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, "# DB SSL settings, to merge into the policy's defaults (or a role or node):")
-				if err := writeJSONAs(w, OutputYAML, j); err != nil {
-					return err
-				}
-				if len(resp.GetWarnings()) > 0 {
-					fmt.Fprintln(w)
-					return renderIssues(w, resp.GetWarnings())
-				}
-				return nil
-			})
+			return callAndEmit(cmd.Context(), a, a.policyClient, "import DB connection option", policyv1.PolicyServiceClient.ImportDBConnectionOption,
+				&policyv1.ImportDBConnectionOptionRequest{Value: args[0]},
+				func(w io.Writer, resp *policyv1.ImportDBConnectionOptionResponse) error {
+					j, err := marshalJSON(&policyv1.PolicySettings{DbSsl: resp.GetDbSsl()})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(w, "# DB SSL settings, to merge into the policy's defaults (or a role or node):")
+					if err := writeJSONAs(w, OutputYAML, j); err != nil {
+						return err
+					}
+					if len(resp.GetWarnings()) > 0 {
+						fmt.Fprintln(w)
+						return renderIssues(w, resp.GetWarnings())
+					}
+					return nil
+				})
 		},
 	}
 }

@@ -148,15 +148,10 @@ func (a *App) secretCreateCmd() *cobra.Command {
 			if timeout > 0 {
 				req.RotationTimeout = durationpb.New(timeout)
 			}
-			c, err := a.secretClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "create secret", c.CreateSecret, req)
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error { return renderSecrets(w, []*secretv1.Secret{resp.GetSecret()}) })
+			return callAndEmit(cmd.Context(), a, a.secretClient, "create secret", secretv1.SecretServiceClient.CreateSecret, req,
+				func(w io.Writer, resp *secretv1.CreateSecretResponse) error {
+					return renderSecrets(w, []*secretv1.Secret{resp.GetSecret()})
+				})
 		},
 	}
 	cmd.Flags().StringVar(&typ, "type", "generic", "generic or wa-secret")
@@ -387,19 +382,13 @@ func (a *App) secretRevealCmd() *cobra.Command {
 			if strings.TrimSpace(reason) == "" {
 				return errors.New("--reason is required: every reveal is audited with it")
 			}
-			c, err := a.secretClient()
-			if err != nil {
-				return err
-			}
-			resp, err := call(cmd.Context(), a, "reveal secret", c.RevealSecret, &secretv1.RevealSecretRequest{Name: args[0], Number: number, Reason: reason})
-			if err != nil {
-				return err
-			}
-			return a.emit(resp, func(w io.Writer) error {
-				a.progress("version %d of %s:", resp.GetNumber(), args[0])
-				_, err := fmt.Fprintln(w, hex.EncodeToString(resp.GetValue()))
-				return err
-			})
+			return callAndEmit(cmd.Context(), a, a.secretClient, "reveal secret", secretv1.SecretServiceClient.RevealSecret,
+				&secretv1.RevealSecretRequest{Name: args[0], Number: number, Reason: reason},
+				func(w io.Writer, resp *secretv1.RevealSecretResponse) error {
+					a.progress("version %d of %s:", resp.GetNumber(), args[0])
+					_, err := fmt.Fprintln(w, hex.EncodeToString(resp.GetValue()))
+					return err
+				})
 		},
 	}
 	cmd.Flags().Uint64Var(&number, "version", 0, "version number (default: the active one)")

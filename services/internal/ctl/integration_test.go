@@ -209,6 +209,36 @@ func TestAgainstWardend(t *testing.T) {
 		}
 	})
 
+	// The commands that are one call and its answer, printed as a table and as JSON.
+	for _, c := range []struct {
+		args      []string
+		table     string // a regexp the table output must match
+		jsonField string // a field the JSON answer must carry, if any
+	}{
+		{[]string{"cert", "crl"}, `(?s)^-----BEGIN X509 CRL-----\n.*-----END X509 CRL-----\n$`, "crl_pem"},
+		{[]string{"ca", "status"}, `Phase:\s+\S`, "phase"},
+		{[]string{"mesh", "status"}, `Members:\s+\d+`, "config"},
+		{[]string{"policy", "import-db-option", `{"ssl":{"rejectUnauthorized":true}}`}, `(?m)^db_ssl:\n(  .*\n)*  verify: true$`, "db_ssl"},
+		{[]string{"db-ca", "show"}, `^$`, ""}, // none set: nothing on stdout, an empty message
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			r := run(t, "", c.args...)
+			wantOK(t, r)
+			if !regexp.MustCompile(c.table).MatchString(r.stdout) {
+				t.Errorf("table output does not match %q:\n%s", c.table, r.stdout)
+			}
+			r = run(t, "", append([]string{"-o", "json"}, c.args...)...)
+			wantOK(t, r)
+			var got map[string]any
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, r.stdout)
+			}
+			if _, ok := got[c.jsonField]; c.jsonField != "" && !ok {
+				t.Errorf("JSON answer lacks %q: %v", c.jsonField, got)
+			}
+		})
+	}
+
 	t.Run("policy get -o json", func(t *testing.T) {
 		r := run(t, "", "policy", "get", "-o", "json")
 		if !implemented(t, r) {
