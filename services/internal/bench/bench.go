@@ -278,7 +278,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	f.closeAgents()
 
 	runBaselines(ctx, cfg, rep, sample, filepath.Join(work, "baseline"))
-	runIssuance(ctx, cfg, rep, f, w)
+	runIssuance(ctx, cfg, rep, f, w, filepath.Join(work, OneNodeDir))
 	rep.Duration = time.Since(rep.Started).Seconds()
 	rep.Machine.LoadEnd = load1()
 	return rep, nil
@@ -453,7 +453,10 @@ func runBaselines(ctx context.Context, cfg Config, rep *Report, sample *policyv1
 	}
 }
 
-func runIssuance(ctx context.Context, cfg Config, rep *Report, f *fleet, w *wardendProc) {
+// OneNodeDir is where, under the work directory, the one-node burst writes its credentials.
+const OneNodeDir = "one-node-certs"
+
+func runIssuance(ctx context.Context, cfg Config, rep *Report, f *fleet, w *wardendProc, burstDir string) {
 	nodes, dur, poolSize := 64, 4*time.Second, 40000
 	if cfg.Quick {
 		nodes, dur, poolSize = 8, 500*time.Millisecond, 3000
@@ -496,7 +499,7 @@ func runIssuance(ctx context.Context, cfg Config, rep *Report, f *fleet, w *ward
 	if cfg.Quick {
 		burst = 100
 	}
-	one, err := oneNodeBurst(ctx, burstNode, pool, burst, 8)
+	one, err := oneNodeBurst(ctx, burstNode, pool, burst, 8, burstDir)
 	if err != nil {
 		rep.note("one-node burst: %v", err)
 		return

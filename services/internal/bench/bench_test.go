@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"crypto/tls"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +26,7 @@ func TestQuick(t *testing.T) {
 	cfg := QuickConfig()
 	cfg.BinDir = os.Getenv("WARDEN_BIN")
 	cfg.Log = etcdtest.Logger(t)
+	cfg.WorkDir = t.TempDir()
 	rep, err := Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -63,9 +66,45 @@ func TestQuick(t *testing.T) {
 	}
 	if rep.OneNode == nil {
 		t.Errorf("one-node burst not measured (notes: %v)", rep.Notes)
+	} else {
+		checkBurstFiles(t, filepath.Join(cfg.WorkDir, OneNodeDir), rep.OneNode)
 	}
 	if len(rep.Notes) > 0 {
 		t.Errorf("notes (something was not measured): %v", rep.Notes)
+	}
+}
+
+// checkBurstFiles checks that every credential the one-node burst counted is on disk as a key only its
+// owner can read and a certificate for that key naming the burst's node.
+func checkBurstFiles(t *testing.T, dir string, o *OneNode) {
+	t.Helper()
+	if o.OnDisk != o.Certs {
+		t.Errorf("one-node burst: %d of %d credentials on disk", o.OnDisk, o.Certs)
+	}
+	for i := range o.OnDisk {
+		keyName, certName := burstFiles(i)
+		fi, err := os.Stat(filepath.Join(dir, keyName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", keyName, fi.Mode().Perm())
+		}
+		certPEM, err := os.ReadFile(filepath.Join(dir, certName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyPEM, err := os.ReadFile(filepath.Join(dir, keyName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatalf("credential %d: %v", i, err)
+		}
+		if id := pair.Leaf.URIs; len(id) != 1 || !strings.HasSuffix(id[0].Path, "/"+o.Node) {
+			t.Errorf("credential %d: URI SANs %v, want the burst node's identity", i, id)
+		}
 	}
 }
 

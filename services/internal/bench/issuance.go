@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	certv1 "github.com/warden-sec/warden/gen/warden/cert/v1"
+	"github.com/warden-sec/warden/services/internal/agent/materialize"
 	"github.com/warden-sec/warden/services/internal/backoff"
 	"github.com/warden-sec/warden/services/internal/identity"
 	"github.com/warden-sec/warden/services/internal/pki"
@@ -97,12 +98,12 @@ func closeIssuers(is []issuer) {
 // done on the agent's host) does not compete with the server for this machine's CPUs.
 type csrPool struct {
 	csrs [][]byte
-	pubs []crypto.PublicKey
+	keys []crypto.Signer
 	next atomic.Int64
 }
 
 func newCSRPool(td string, n int) (*csrPool, error) {
-	p := &csrPool{csrs: make([][]byte, n), pubs: make([]crypto.PublicKey, n)}
+	p := &csrPool{csrs: make([][]byte, n), keys: make([]crypto.Signer, n)}
 	id := identity.NodeID(td, identity.RoleWebapp, "pool")
 	for i := range n {
 		k, err := pki.GenerateKey(pki.DefaultKeyType)
@@ -113,18 +114,18 @@ func newCSRPool(td string, n int) (*csrPool, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.csrs[i], p.pubs[i] = csr, k.Public()
+		p.csrs[i], p.keys[i] = csr, k
 	}
 	return p, nil
 }
 
-// take returns an unused CSR, false when the pool is spent.
-func (p *csrPool) take() ([]byte, bool) {
+// take returns an unused CSR and its key, false when the pool is spent.
+func (p *csrPool) take() ([]byte, crypto.Signer, bool) {
 	i := p.next.Add(1) - 1
 	if i >= int64(len(p.csrs)) {
-		return nil, false
+		return nil, nil, false
 	}
-	return p.csrs[i], true
+	return p.csrs[i], p.keys[i], true
 }
 
 // issueThroughWardend runs clients concurrent callers for d (or until the pool is spent). Calls carry
@@ -147,7 +148,7 @@ func issueThroughWardend(ctx context.Context, is []issuer, pool *csrPool, client
 				mu.Unlock()
 			}()
 			for ctx.Err() == nil && time.Now().Before(stop) {
-				csr, ok := pool.take()
+				csr, _, ok := pool.take()
 				if !ok {
 					return
 				}
@@ -196,7 +197,7 @@ func rawSignRate(ctx context.Context, pool *csrPool, clients int, d time.Duratio
 		DNSNames: []string{"web-1.bench.local"}, Lifetime: 30 * 24 * time.Hour, Client: true,
 	}
 	return loopRate(ctx, clients, d, func(i int) error {
-		_, _, err := ca.Issue(tpl, pool.pubs[i%len(pool.pubs)], time.Now())
+		_, _, err := ca.Issue(tpl, pool.keys[i%len(pool.keys)].Public(), time.Now())
 		return err
 	})
 }
@@ -285,54 +286,87 @@ func loopRate(ctx context.Context, clients int, d time.Duration, op func(i int) 
 // OneNode is a burst of certificates for a single node identity, the closest Warden analogue of
 // "1,000 new credentials for one node": a Warden node holds a handful of certificates, so the burst
 // is 1,000 IssueCertificate calls by one node, retried after back-off when the per-identity rate
-// limit refuses them, as an agent would.
+// limit refuses them, as an agent would. Each credential counts once its key and certificate are on
+// disk, written the way warden-agent writes its own (materialize.Writer: synced, renamed into place,
+// directory synced).
 type OneNode struct {
+	Node      string  `json:"node"`
 	Certs     int     `json:"certs"`
 	Clients   int     `json:"clients"`
 	TotalMS   float64 `json:"total_ms"`
 	Throttled int     `json:"throttled"`
+	// Credentials whose key and certificate files were written; TotalMS ends with the last of them.
+	OnDisk int `json:"on_disk"`
 }
 
-func oneNodeBurst(ctx context.Context, node issuer, pool *csrPool, certs, clients int) (OneNode, error) {
-	r := OneNode{Certs: certs, Clients: clients}
-	var left, throttled atomic.Int64
+// burstFiles names the key and certificate files of the burst's i-th credential.
+func burstFiles(i int) (key, cert string) {
+	return fmt.Sprintf("burst-%04d.key", i), fmt.Sprintf("burst-%04d.crt", i)
+}
+
+func oneNodeBurst(ctx context.Context, node issuer, pool *csrPool, certs, clients int, dir string) (OneNode, error) {
+	r := OneNode{Node: node.id, Certs: certs, Clients: clients}
+	w, err := materialize.NewWriter(materialize.Options{Dir: dir, GroupID: materialize.NoGroup})
+	if err != nil {
+		return r, err
+	}
+	var left, throttled, onDisk atomic.Int64
 	left.Store(int64(certs))
 	var firstErr atomic.Value
+	fail := func(err error) { firstErr.CompareAndSwap(nil, err) }
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
-			for left.Add(-1) >= 0 {
-				csr, ok := pool.take()
+			for n := left.Add(-1); n >= 0; n = left.Add(-1) {
+				csr, key, ok := pool.take()
 				if !ok {
-					firstErr.CompareAndSwap(nil, fmt.Errorf("CSR pool spent"))
+					fail(fmt.Errorf("CSR pool spent"))
 					return
 				}
-				b := backoff.Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Jitter: 1}
-				for {
-					_, err := certv1.NewCertServiceClient(node.conn).IssueCertificate(ctx, &certv1.IssueCertificateRequest{
-						NodeId: node.id, Kind: certv1.CertKind_CERT_KIND_DB_CLIENT, CsrPem: string(csr),
-					})
-					if status.Code(err) == codes.ResourceExhausted {
-						throttled.Add(1)
-						if backoff.Sleep(ctx, b.Next()) != nil {
-							return
-						}
-						continue
-					}
-					if err != nil {
-						firstErr.CompareAndSwap(nil, err)
-						return
-					}
-					break
+				certPEM, err := issueRetrying(ctx, node, csr, &throttled)
+				if err != nil {
+					fail(fmt.Errorf("IssueCertificate: %w", err))
+					return
 				}
+				keyPEM, err := pki.MarshalKeyPEM(key)
+				if err != nil {
+					fail(err)
+					return
+				}
+				keyName, certName := burstFiles(int(n))
+				if _, err := w.Apply([]materialize.File{
+					{Name: keyName, Data: keyPEM, Secret: true},
+					{Name: certName, Data: []byte(certPEM)},
+				}); err != nil {
+					fail(err)
+					return
+				}
+				onDisk.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	r.TotalMS, r.Throttled = ms(time.Since(start)), int(throttled.Load())
+	r.TotalMS, r.Throttled, r.OnDisk = ms(time.Since(start)), int(throttled.Load()), int(onDisk.Load())
 	if err, ok := firstErr.Load().(error); ok {
-		return r, fmt.Errorf("IssueCertificate: %w", err)
+		return r, err
 	}
 	return r, nil
+}
+
+// issueRetrying asks for one certificate, sleeping with back-off while the rate limit refuses.
+func issueRetrying(ctx context.Context, node issuer, csr []byte, throttled *atomic.Int64) (string, error) {
+	b := backoff.Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Jitter: 1}
+	for {
+		resp, err := certv1.NewCertServiceClient(node.conn).IssueCertificate(ctx, &certv1.IssueCertificateRequest{
+			NodeId: node.id, Kind: certv1.CertKind_CERT_KIND_DB_CLIENT, CsrPem: string(csr),
+		})
+		if status.Code(err) != codes.ResourceExhausted {
+			return resp.GetCertificate().GetCertificatePem(), err
+		}
+		throttled.Add(1)
+		if err := backoff.Sleep(ctx, b.Next()); err != nil {
+			return "", err
+		}
+	}
 }

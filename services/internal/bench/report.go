@@ -178,8 +178,13 @@ func (r *Report) WriteText(out io.Writer) error {
 		fmt.Fprintln(&b, "raw sign: pki.CA.Issue in this process; raw etcd put: 1.5 KiB puts to wardend's embedded etcd with its client certificate.")
 	}
 	if o := r.OneNode; o != nil {
-		fmt.Fprintf(&b, "one node, %d certificates with %d concurrent calls: %.0f ms (%d calls refused by the per-identity rate limit and retried)\n",
-			o.Certs, o.Clients, o.TotalMS, o.Throttled)
+		until := fmt.Sprintf("until %d keys and certificates were on disk", o.OnDisk)
+		if o.OnDisk == 0 {
+			// Reports from before 2026-12-05 timed the calls only.
+			until = "until the calls were answered (files not written)"
+		}
+		fmt.Fprintf(&b, "one node, %d certificates with %d concurrent calls: %.0f ms %s (%d calls refused by the per-identity rate limit and retried)\n",
+			o.Certs, o.Clients, o.TotalMS, until, o.Throttled)
 	}
 
 	if len(r.Notes) > 0 {
