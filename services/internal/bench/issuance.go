@@ -86,6 +86,13 @@ func (f *fleet) newIssuers(ctx context.Context, n int) ([]issuer, error) {
 	return out, nil
 }
 
+// issue asks wardend for a DB client certificate for csr, as the node itself.
+func (i issuer) issue(ctx context.Context, csr []byte) (*certv1.IssueCertificateResponse, error) {
+	return certv1.NewCertServiceClient(i.conn).IssueCertificate(ctx, &certv1.IssueCertificateRequest{
+		NodeId: i.id, Kind: certv1.CertKind_CERT_KIND_DB_CLIENT, CsrPem: string(csr),
+	})
+}
+
 func closeIssuers(is []issuer) {
 	for _, i := range is {
 		if i.conn != nil {
@@ -154,9 +161,7 @@ func issueThroughWardend(ctx context.Context, is []issuer, pool *csrPool, client
 				}
 				node := is[int(seq.Add(1))%len(is)]
 				t := time.Now()
-				_, err := certv1.NewCertServiceClient(node.conn).IssueCertificate(ctx, &certv1.IssueCertificateRequest{
-					NodeId: node.id, Kind: certv1.CertKind_CERT_KIND_DB_CLIENT, CsrPem: string(csr),
-				})
+				_, err := node.issue(ctx, csr)
 				switch {
 				case err == nil:
 					mine = append(mine, time.Since(t))
@@ -358,9 +363,7 @@ func oneNodeBurst(ctx context.Context, node issuer, pool *csrPool, certs, client
 func issueRetrying(ctx context.Context, node issuer, csr []byte, throttled *atomic.Int64) (string, error) {
 	b := backoff.Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Jitter: 1}
 	for {
-		resp, err := certv1.NewCertServiceClient(node.conn).IssueCertificate(ctx, &certv1.IssueCertificateRequest{
-			NodeId: node.id, Kind: certv1.CertKind_CERT_KIND_DB_CLIENT, CsrPem: string(csr),
-		})
+		resp, err := node.issue(ctx, csr)
 		if status.Code(err) != codes.ResourceExhausted {
 			return resp.GetCertificate().GetCertificatePem(), err
 		}
